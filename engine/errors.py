@@ -1,0 +1,50 @@
+"""The engine's error root. Errors carry data: a code, the ids involved, retryability.
+
+Driver errors (apsw, grpc, redis) are translated into these at the adapter that meets
+them; the edges (HTTP, gRPC, CLI) map them to status codes in one table each.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    code: str = "engine_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, saga_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.saga_id = saga_id
+
+
+class StorageFault(StrEnum):
+    """Why a SQLite file could not be used; decides the retry and the user's message."""
+
+    BUSY = "busy"  # locked by another writer past the busy timeout
+    FULL = "full"  # disk or quota full
+    READONLY = "readonly"  # file, folder or mount not writable
+    CORRUPT = "corrupt"  # not a database, or damaged
+    CANTOPEN = "cantopen"  # missing folder, permissions
+    IO = "io"  # any other I/O failure
+
+
+class StorageError(EngineError):
+    """A SQLite file cannot be read or written; nothing was committed by the failing call."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, fault: StorageFault, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.fault = fault
+        self.path = path
+        self.retryable = fault in (StorageFault.BUSY, StorageFault.FULL, StorageFault.IO)
+
+
+class MigrationError(EngineError):
+    """The file's schema is newer than this program knows, or a migration failed."""
+
+    code = "migration_failed"

@@ -1,0 +1,66 @@
+"""`saga`: the console script of the contract. Each subcommand builds its settings from
+the environment (flags may override) and hands them to its package's entry point.
+
+Imports are inside the commands so that `saga service order` does not load FastAPI, and a
+mistake in one package cannot break another's command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn, ParamSpec, TypeVar
+
+import click
+
+from engine.errors import EngineError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"saga: error: {message}", err=True)
+    sys.exit(code)
+
+
+def clear_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """A user's mistake (bad setting, unusable file) is one line on stderr, not a traceback."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except EngineError as exc:
+            fail(exc.message)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """A durable saga engine that survives crashes: the e-commerce order stack."""
+
+
+@main.command()
+@clear_errors
+def up() -> None:
+    """Run the whole stack on this machine (services, gateway, recovery daemon).
+
+    Ctrl-C or SIGTERM stops every child cleanly.
+    """
+    from saga.up import run_up
+
+    sys.exit(run_up(os.environ))
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["order", "payment", "inventory"]))
+@clear_errors
+def service(name: str) -> None:
+    """Run one participant gRPC service: order, payment or inventory."""
+    from services.main import run_service
+
+    run_service(name, os.environ)

@@ -1,0 +1,123 @@
+"""`saga up`: a small supervisor that runs the whole stack as child processes.
+
+Each child is `python -m saga <command>` with the same environment. A child that dies on
+its own is started again after a growing pause (its state is on disk, so a restart is
+just recovery). SIGINT/SIGTERM sends SIGTERM to every child, waits for them to stop, and
+SIGKILLs whatever is still running after the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+from engine.config import env_float
+
+log = logging.getLogger("saga.up")
+
+# Started in this order: the participants first, so the gateway's first saga finds them.
+STACK: tuple[tuple[str, ...], ...] = (
+    ("service", "order"),
+    ("service", "payment"),
+    ("service", "inventory"),
+    ("gateway",),
+    ("recovery",),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UpSettings:
+    grace_s: float = 15.0
+    restart_max_backoff_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> UpSettings:
+        return cls(grace_s=env_float(env, "SAGA_UP_GRACE_S", 15.0))
+
+
+@dataclass(slots=True)
+class Child:
+    argv: tuple[str, ...]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.argv)
+
+
+def _spawn(child: Child, env: Mapping[str, str]) -> None:
+    child.proc = subprocess.Popen(
+        [sys.executable, "-m", "saga", *child.argv],
+        env=dict(env),
+        # Own process group: a Ctrl-C in the terminal reaches the supervisor only, which
+        # then stops the children in order instead of all of them racing at once.
+        start_new_session=True,
+    )
+    child.started_at = time.monotonic()
+    log.info("started %s (pid %d)", child.name, child.proc.pid)
+
+
+def run_up(env: Mapping[str, str], stack: Sequence[tuple[str, ...]] = STACK) -> int:
+    logging.basicConfig(level=logging.INFO, format="saga up: %(message)s")
+    settings = UpSettings.from_env(env)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping the stack", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    children = [Child(tuple(argv)) for argv in stack]
+    for child in children:
+        _spawn(child, env)
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        for child in children:
+            if child.proc is None:
+                if now >= child.next_start:
+                    _spawn(child, env)
+                continue
+            code = child.proc.poll()
+            if code is None:
+                continue
+            # A child that ran a while before dying gets a fresh backoff.
+            if now - child.started_at > 30:
+                child.restarts = 0
+            child.restarts += 1
+            delay = min(settings.restart_max_backoff_s, 0.5 * 2 ** (child.restarts - 1))
+            log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
+            child.proc = None
+            child.next_start = now + delay
+    return _stop_all(children, settings.grace_s)
+
+
+def _stop_all(children: Sequence[Child], grace_s: float) -> int:
+    running = [c for c in children if c.proc is not None and c.proc.poll() is None]
+    # Gateway and daemon first (they drain and hand sagas back), then the services.
+    for child in reversed(running):
+        assert child.proc is not None
+        os.kill(child.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for child in running:
+        assert child.proc is not None
+        try:
+            child.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", child.name, grace_s)
+            child.proc.kill()
+            child.proc.wait()
+    log.info("stack stopped")
+    return 0
