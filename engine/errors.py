@@ -48,3 +48,19 @@ class MigrationError(EngineError):
     """The file's schema is newer than this program knows, or a migration failed."""
 
     code = "migration_failed"
+
+
+class StaleEpoch(EngineError):
+    """Another owner claimed the saga (the log or a participant said so): the holder of the
+    old epoch must stop touching it at once."""
+
+    code = "stale_epoch"
+
+
+class TransientStepError(EngineError):
+    """A step's call failed in a way that may succeed if retried (unavailable, timeout).
+
+    Its outcome is unknown: the participant may have applied it before the failure."""
+
+    code = "transient"
+    retryable = True

@@ -1,0 +1,209 @@
+"""The saga log's port: the narrow interface the runner, the gateway, the recovery daemon
+and the operator tools use, whatever stores it (SQLite here, an in-memory twin for tests
+and benchmarks, PostgreSQL one day). tests/contract/test_log_contract.py runs one suite
+against every adapter.
+
+Ownership is part of the log: a saga has an owner, a lease expiry and an epoch. Claiming
+bumps the epoch; every append names the epoch its writer holds, and an append with a stale
+epoch is refused (`StaleEpoch`), so a paused owner that lost its lease cannot write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.core import SagaStatus, Transition
+from engine.errors import EngineError, StaleEpoch
+
+__all__ = [
+    "Change",
+    "ChangeFn",
+    "CreateResult",
+    "IdempotencyKeyReused",
+    "InvalidCursor",
+    "NewSaga",
+    "Page",
+    "SagaFilter",
+    "SagaLog",
+    "SagaNotFound",
+    "SagaRecord",
+    "StaleEpoch",
+    "Takeover",
+    "decode_cursor",
+    "encode_cursor",
+    "payload_digest",
+]
+
+
+class SagaNotFound(EngineError):
+    code = "saga_not_found"
+
+
+class InvalidCursor(EngineError):
+    code = "invalid_cursor"
+
+
+class IdempotencyKeyReused(EngineError):
+    """The key exists for a saga with a different payload."""
+
+    code = "idempotency_key_reused"
+
+
+def payload_digest(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def encode_cursor(seq: int) -> str:
+    """Page cursors are opaque to callers; adapters encode their creation order in them."""
+    return f"s{seq}"
+
+
+def decode_cursor(cursor: str) -> int:
+    if cursor.startswith("s") and cursor[1:].isdigit() and len(cursor) < 20:
+        return int(cursor[1:])
+    raise InvalidCursor(f"invalid cursor {cursor!r}: use the next_cursor of a previous page")
+
+
+@dataclass(frozen=True, slots=True)
+class NewSaga:
+    id: str
+    definition: str
+    payload: bytes
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+
+    @property
+    def digest(self) -> str:
+        return payload_digest(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class SagaRecord:
+    id: str
+    definition: str
+    status: SagaStatus
+    payload: bytes
+    idempotency_key: str | None
+    payload_digest: str
+    owner: str | None
+    lease_expires_ms: int
+    epoch: int
+    trace_id: str | None
+    reason: str | None  # why it compensated or parked
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    record: SagaRecord
+    created: bool  # False: the idempotency key already named this saga (a replay)
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """A saga claimed by a new owner, with its log so far (to fold)."""
+
+    record: SagaRecord
+    transitions: tuple[Transition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SagaFilter:
+    definition: str | None = None
+    statuses: tuple[SagaStatus, ...] = ()
+    created_after_ms: int | None = None
+    created_before_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: tuple[SagaRecord, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What an operator's change appends, and the saga's status and reason after it."""
+
+    transitions: tuple[Transition, ...]
+    status: SagaStatus
+    reason: str | None
+
+
+# Given the saga and its log, the change to apply (or an EngineError to refuse it).
+ChangeFn = Callable[[SagaRecord, Sequence[Transition]], Change]
+
+
+class SagaLog(Protocol):
+    async def create(
+        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+    ) -> CreateResult:
+        """Make a saga durable with its CREATED transition, owned by `owner` at epoch 1.
+
+        `owner=None` queues it for any runner with spare capacity (lease_expires_ms is then
+        ignored). An existing idempotency key returns that saga (`created=False`) when the
+        payload is the same, and raises IdempotencyKeyReused when it differs.
+        """
+        ...
+
+    async def append(
+        self,
+        saga_id: str,
+        epoch: int,
+        transitions: Sequence[Transition],
+        *,
+        status: SagaStatus,
+        reason: str | None,
+        now_ms: int,
+    ) -> None:
+        """Durably append transitions and set the saga's status, iff `epoch` is current.
+
+        Raises StaleEpoch otherwise (nothing is written) and SagaNotFound for no such saga.
+        """
+        ...
+
+    async def claim(
+        self, owner: str, *, limit: int, now_ms: int, lease_expires_ms: int
+    ) -> list[Takeover]:
+        """Claim up to `limit` unfinished sagas that nobody owns or whose lease expired,
+        oldest first: one transaction, epoch bumped, a CLAIMED transition each."""
+        ...
+
+    async def change(self, saga_id: str, fn: ChangeFn, *, now_ms: int, actor: str) -> SagaRecord:
+        """An operator's change: in one transaction, read the saga and its log, append what
+        `fn` returns, bump the epoch (fencing whoever drives it now) and leave the saga
+        unowned so that a runner claims it at once. `fn` raising aborts everything.
+        SagaNotFound when there is no such saga."""
+        ...
+
+    async def renew(self, owner: str, *, lease_expires_ms: int) -> int:
+        """Extend every lease `owner` holds on unfinished sagas, in one statement."""
+        ...
+
+    async def release(self, owner: str, saga_ids: Sequence[str] | None = None) -> int:
+        """Give up `owner`'s claim (all of them, or those listed) so others claim at once."""
+        ...
+
+    async def get(self, saga_id: str) -> SagaRecord | None: ...
+
+    async def transitions(self, saga_id: str) -> list[Transition]: ...
+
+    async def list_sagas(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
+        """Newest first; `cursor` continues a previous page (InvalidCursor if garbled)."""
+        ...
+
+    async def count_by_status(self) -> dict[SagaStatus, int]: ...
+
+    async def count_claimable(self, *, now_ms: int) -> int:
+        """Unfinished sagas nobody holds a live lease on (the durable queue's depth)."""
+        ...
+
+    async def oldest_unfinished_ms(self) -> int | None:
+        """Creation time of the oldest RUNNING/COMPENSATING saga, if any."""
+        ...
+
+    async def close(self) -> None: ...

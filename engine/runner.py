@@ -1,0 +1,481 @@
+"""The runner: drives sagas through the log, write-ahead, with retries and leases.
+
+For each saga it owns, the runner folds the log, asks the pure core what to do next, and
+does exactly that, recording it first:
+- A step's intent is committed before its call; its outcome is committed before the next
+  step starts. The outcome rides in the same commit as the next step's intent (or the
+  terminal status): one commit per step instead of two, and nothing is acted on that is
+  not durable. If the log cannot be written, the call is not made; the saga stays where
+  it is and is recovered later.
+- Transient failures are retried by tenacity (exponential backoff with jitter) within the
+  step's budget; the budget's end is the core's business (compensate, or park).
+- A runner owns a saga by its lease; one statement renews every lease it holds. When the
+  log or a participant says its epoch is stale, it drops that saga at once.
+- A pump claims sagas nobody drives (queued by a busy gateway, or left by a dead owner)
+  whenever the runner has spare capacity, oldest first. Recovery is the same road.
+- Stopping: no new steps start; in-flight calls get the drain timeout; whatever is left is
+  released so another process can take it over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_any,
+    wait_exponential_jitter,
+)
+from tenacity.stop import stop_base
+
+from engine.core import (
+    Call,
+    Compensate,
+    Finish,
+    Idle,
+    Park,
+    Phase,
+    SagaState,
+    SagaStatus,
+    StartCompensation,
+    Transition,
+    decide,
+    evolve,
+    fold,
+    record_reason,
+)
+from engine.crashpoints import CrashPoints
+from engine.definition import Done, SagaDefinition, Step, StepContext
+from engine.errors import EngineError, StaleEpoch
+from engine.hooks import Hooks, NullHooks
+from engine.log import CreateResult, NewSaga, SagaLog, SagaRecord, Takeover
+
+__all__ = ["Clock", "Runner", "RunnerSettings", "SystemClock", "new_owner_id"]
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+def new_owner_id(role: str) -> str:
+    """Unique per process start: a restarted process never inherits its old leases."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    owner: str
+    lease_s: float = 10.0
+    capacity: int = 256  # sagas driven at once; more wait in the log
+    claim_batch: int = 64
+    poll_s: float = 1.0  # how often the pump looks for claimable sagas when idle
+    drain_s: float = 10.0
+    claim: bool = True  # run the pump at all
+
+
+class _StopWhen(stop_base):
+    """tenacity stop condition: stop retrying once the runner is stopping."""
+
+    def __init__(self, flag: Callable[[], bool]) -> None:
+        self._flag = flag
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._flag()
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed transiently; tenacity decides whether to try again."""
+
+
+@dataclass(slots=True)
+class _Saga:
+    record: SagaRecord
+    defn: SagaDefinition
+    state: SagaState
+    pending: list[Transition] = field(default_factory=list)  # outcomes not yet durable
+    in_call: bool = False
+
+    @property
+    def epoch(self) -> int:
+        return self.record.epoch
+
+
+class Runner:
+    def __init__(
+        self,
+        log: SagaLog,
+        definitions: Iterable[SagaDefinition],
+        settings: RunnerSettings,
+        *,
+        clock: Clock | None = None,
+        hooks: Hooks | None = None,
+        crash: CrashPoints | None = None,
+    ) -> None:
+        self.log = log
+        self.settings = settings
+        self.definitions = {d.name: d for d in definitions}
+        self._clock = clock or SystemClock()
+        self._hooks: Hooks = hooks or NullHooks()
+        self._crash = crash or CrashPoints()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sagas: dict[str, _Saga] = {}
+        self._to_release: set[str] = set()
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+
+    # ---- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._background.append(asyncio.create_task(self._heartbeat(), name="lease-heartbeat"))
+        if self.settings.claim:
+            self._background.append(asyncio.create_task(self._pump(), name="claim-pump"))
+
+    async def stop(self) -> None:
+        """Stop starting steps, let in-flight calls finish (up to the drain timeout), then
+        hand every saga still owned back to the log for another process to claim."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        for sid, task in list(self._tasks.items()):
+            saga = self._sagas.get(sid)
+            if saga is None or not saga.in_call:
+                task.cancel()  # waiting on a backoff or the log: nothing in flight
+        if self._tasks:
+            _, late = await asyncio.wait(list(self._tasks.values()), timeout=self.settings.drain_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        with contextlib.suppress(EngineError):
+            released = await self.log.release(self.settings.owner)
+            if released:
+                log.info("handed %d unfinished sagas back to the log", released)
+
+    async def abandon(self) -> None:
+        """Stop at once and hand nothing back, as a crash would: leases run out and another
+        runner takes over. For tests, and for a process that can no longer trust itself."""
+        self._stopping = True
+        tasks = [*self._tasks.values(), *self._background]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def has_capacity(self) -> bool:
+        return not self._stopping and len(self._tasks) < self.settings.capacity
+
+    async def wait_idle(self) -> None:
+        """Wait until no saga is being driven (tests, benchmarks; bound it with a timeout)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
+
+    # ---- starting sagas ------------------------------------------------------------------
+
+    async def start_saga(self, new: NewSaga) -> CreateResult:
+        """Make a saga durable and drive it here, or queue it in the log when busy.
+
+        Returns only after the saga is durable; an existing idempotency key returns that
+        saga instead (and starts nothing)."""
+        if new.definition not in self.definitions:
+            raise EngineError(f"unknown saga definition {new.definition!r}")
+        now = self._clock.now_ms()
+        owned = self.has_capacity
+        result = await self.log.create(
+            new,
+            owner=self.settings.owner if owned else None,
+            lease_expires_ms=now + self._lease_ms,
+            now_ms=now,
+        )
+        if result.created:
+            self._hooks.saga_started(new.definition)
+            self._crash.hit("after_create")
+            if owned and not self._stopping:
+                self._spawn(result.record, ())
+            else:
+                self._wake.set()
+        return result
+
+    def adopt(self, takeover: Takeover) -> bool:
+        """Drive a saga this runner has just claimed (the pump's and the daemon's road)."""
+        if takeover.record.id in self._tasks or self._stopping:
+            return False
+        self._spawn(takeover.record, takeover.transitions)
+        return True
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.settings.lease_s * 1000)
+
+    def _spawn(self, record: SagaRecord, transitions: Sequence[Transition]) -> None:
+        task = asyncio.create_task(self._drive(record, transitions), name=f"saga-{record.id}")
+        self._tasks[record.id] = task
+        self._hooks.inflight(len(self._tasks))
+        saga_id = record.id
+        task.add_done_callback(lambda _task: self._done(saga_id))
+
+    def _done(self, saga_id: str) -> None:
+        self._tasks.pop(saga_id, None)
+        self._sagas.pop(saga_id, None)
+        self._hooks.inflight(len(self._tasks))
+        self._wake.set()  # capacity freed: the pump may claim a queued saga
+
+    # ---- the drive loop ------------------------------------------------------------------
+
+    async def _drive(self, record: SagaRecord, transitions: Sequence[Transition]) -> None:
+        defn = self.definitions.get(record.definition)
+        if defn is None:
+            log.error("saga %s: unknown definition %r; released", record.id, record.definition)
+            self._to_release.add(record.id)
+            return
+        try:
+            saga = _Saga(record, defn, fold(defn, transitions))
+        except EngineError as exc:
+            log.error("saga %s: cannot fold its log: %s; released", record.id, exc.message)
+            self._to_release.add(record.id)
+            return
+        self._sagas[record.id] = saga
+        try:
+            await self._loop(saga)
+        except StaleEpoch as exc:
+            log.warning("saga %s: %s; dropping it", record.id, exc.message)
+        except EngineError as exc:
+            # The log cannot be written (or read): stop where we are; the saga will be
+            # claimed again once released (here, or by the heartbeat when it can write).
+            log.warning("saga %s: stopped: %s", record.id, exc.message)
+            self._to_release.add(record.id)
+        except asyncio.CancelledError:
+            self._to_release.add(record.id)
+            raise
+        except Exception:
+            log.exception("saga %s: runner bug; released for another attempt", record.id)
+            self._to_release.add(record.id)
+
+    async def _loop(self, saga: _Saga) -> None:
+        while True:
+            if self._stopping:
+                await self._flush(saga)
+                return
+            nxt = decide(saga.defn, saga.state)
+            if isinstance(nxt, Idle):
+                return
+            if isinstance(nxt, Finish):
+                phase = Phase.COMPLETED if nxt.status is SagaStatus.COMPLETED else Phase.COMPENSATED
+                self._crash.hit("before_finish")
+                await self._commit(saga, [self._saga_fact(saga, phase)])
+                self._crash.hit("after_finish")
+                self._hooks.saga_finished(saga.defn.name, nxt.status)
+                return
+            if isinstance(nxt, Park):
+                await self._commit(saga, [self._saga_fact(saga, Phase.PARKED, nxt.reason)])
+                log.warning("saga %s parked: %s", saga.record.id, nxt.reason)
+                self._hooks.saga_finished(saga.defn.name, SagaStatus.NEEDS_ATTENTION)
+                return
+            if isinstance(nxt, StartCompensation):
+                # Buffered: it becomes durable with the first compensation's intent.
+                self._buffer(saga, Transition("", Phase.COMPENSATE, 0, nxt.reason))
+                continue
+            compensation = isinstance(nxt, Compensate)
+            assert isinstance(nxt, Call | Compensate)
+            await self._attempts(saga, nxt.step, compensation)
+
+    def _saga_fact(self, saga: _Saga, phase: Phase, error: str | None = None) -> Transition:
+        # Saga-level facts carry the epoch as their attempt: unique per owner, so a saga
+        # parked, resumed and parked again records two distinct facts.
+        return Transition("", phase, saga.epoch, error, saga.record.trace_id)
+
+    def _buffer(self, saga: _Saga, t: Transition) -> None:
+        saga.pending.append(t)
+        saga.state = evolve(saga.defn, saga.state, t)
+
+    async def _commit(self, saga: _Saga, ts: Sequence[Transition]) -> None:
+        for t in ts:
+            saga.state = evolve(saga.defn, saga.state, t)
+        batch = [*saga.pending, *ts]
+        await self.log.append(
+            saga.record.id,
+            saga.epoch,
+            batch,
+            status=saga.state.status,
+            reason=record_reason(saga.state),
+            now_ms=self._clock.now_ms(),
+        )
+        saga.pending.clear()
+
+    async def _flush(self, saga: _Saga) -> None:
+        if saga.pending:
+            with contextlib.suppress(EngineError):
+                await self._commit(saga, ())
+
+    async def _attempts(self, saga: _Saga, index: int, compensation: bool) -> None:
+        step = saga.defn.steps[index]
+        s = saga.state.steps[index]
+        budget = step.retry.park_after if compensation else step.attempt_budget
+        left = budget - (s.comp_spent if compensation else s.spent)
+        policy = step.retry
+
+        retrying = AsyncRetrying(
+            stop=stop_any(stop_after_attempt(max(1, left)), _StopWhen(lambda: self._stopping)),
+            wait=wait_exponential_jitter(
+                multiplier=policy.initial_backoff_s,
+                max=policy.max_backoff_s,
+                exp_base=policy.multiplier,
+                jitter=policy.jitter_s,
+            ),
+            retry=retry_if_exception_type(_AttemptFailed),
+            reraise=True,
+        )
+        with contextlib.suppress(_AttemptFailed):
+            async for attempt in retrying:
+                with attempt:
+                    if self._stopping:
+                        return
+                    await self._attempt(saga, index, step, compensation)
+
+    async def _attempt(self, saga: _Saga, index: int, step: Step, compensation: bool) -> None:
+        s = saga.state.steps[index]
+        number = (s.comp_attempts if compensation else s.attempts) + 1
+        prefix = "comp_" if compensation else ""
+        intent_phase = Phase.COMP_INTENT if compensation else Phase.INTENT
+        record = saga.record
+        with self._hooks.attempt(record, step.name, compensation, number) as trace_id:
+            self._crash.hit(f"before_{prefix}intent", step.name)
+            await self._commit(saga, [Transition(step.name, intent_phase, number, None, trace_id)])
+            self._crash.hit(f"after_{prefix}intent", step.name)
+            fn = step.compensation if compensation else step.action
+            assert fn is not None
+            ctx = StepContext(
+                saga_id=record.id,
+                payload=record.payload,
+                epoch=record.epoch,
+                attempt=number,
+                step=step.name,
+                trace_id=trace_id,
+                reason=saga.state.reason if compensation else None,
+            )
+            started = time.perf_counter()
+            saga.in_call = True
+            try:
+                result = await asyncio.wait_for(fn(ctx), step.timeout_s)
+            except StaleEpoch:
+                self._attempt_done(saga, step, compensation, "fenced", started)
+                raise
+            except Exception as exc:  # transient, timeout, or a bug in the action: retried
+                timed_out = isinstance(exc, TimeoutError)
+                outcome = "timeout" if timed_out else "error"
+                self._attempt_done(saga, step, compensation, outcome, started)
+                self._crash.hit(f"after_{prefix}call", step.name)
+                error = f"timed out after {step.timeout_s}s" if timed_out else _describe(exc)
+                phase = Phase.COMP_ERROR if compensation else Phase.ERROR
+                self._buffer(saga, Transition(step.name, phase, number, error, trace_id))
+                raise _AttemptFailed(error) from exc
+            finally:
+                saga.in_call = False
+            self._crash.hit(f"after_{prefix}call", step.name)
+            if isinstance(result, Done):
+                self._attempt_done(saga, step, compensation, "done", started)
+                phase = Phase.COMP_DONE if compensation else Phase.DONE
+                self._buffer(saga, Transition(step.name, phase, number, None, trace_id))
+                return
+            self._attempt_done(saga, step, compensation, "refused", started)
+            if compensation:
+                # A compensation must not say no; retry it, and park it if it never stops.
+                self._buffer(
+                    saga,
+                    Transition(step.name, Phase.COMP_ERROR, number, result.reason, trace_id),
+                )
+                raise _AttemptFailed(result.reason)
+            self._buffer(
+                saga, Transition(step.name, Phase.REFUSED, number, result.reason, trace_id)
+            )
+
+    def _attempt_done(
+        self, saga: _Saga, step: Step, compensation: bool, outcome: str, started: float
+    ) -> None:
+        self._hooks.attempt_finished(
+            saga.defn.name, step.name, compensation, outcome, time.perf_counter() - started
+        )
+
+    # ---- leases and claims ---------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.05, self.settings.lease_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self._to_release:
+                    pending = list(self._to_release)
+                    await self.log.release(self.settings.owner, pending)
+                    self._to_release.difference_update(pending)
+                    self._wake.set()
+                await self.log.renew(
+                    self.settings.owner,
+                    lease_expires_ms=self._clock.now_ms() + self._lease_ms,
+                )
+            except EngineError as exc:
+                log.warning("lease heartbeat failed: %s", exc.message)
+
+    async def _pump(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
+            self._wake.clear()
+            await self.claim_now()
+
+    async def claim_now(self) -> int:
+        """Claim and start as many claimable sagas as there is room for; returns how many."""
+        free = self.settings.capacity - len(self._tasks)
+        if self._stopping or free <= 0:
+            return 0
+        now = self._clock.now_ms()
+        try:
+            taken = await self.log.claim(
+                self.settings.owner,
+                limit=min(free, self.settings.claim_batch),
+                now_ms=now,
+                lease_expires_ms=now + self._lease_ms,
+            )
+        except EngineError as exc:
+            log.warning("claiming sagas failed: %s", exc.message)
+            return 0
+        for takeover in taken:
+            self.adopt(takeover)
+        if taken:
+            self._hooks.claimed(len(taken))
+            if len(taken) == min(free, self.settings.claim_batch):
+                self._wake.set()  # there may be more waiting
+        return len(taken)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, EngineError):
+        return exc.message
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]

@@ -1,0 +1,488 @@
+"""The saga log on SQLite (WAL, through apsw): the durable adapter of `engine.log.SagaLog`.
+
+Writes go through the file's single group-commit `Writer` (engine/sqlite.py): each call is
+one unit of a shared transaction and returns only once durable. Reads use a connection per
+thread and never wait for writers (WAL). Several processes may open the same file: their
+writers serialize on `BEGIN IMMEDIATE` and wait out the busy timeout.
+
+Times are integer milliseconds and transitions are ordered by their sequence number `n`,
+never by a text timestamp. `(saga, step, phase, attempt)` is unique, so the same fact can
+never be recorded twice even by a buggy writer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
+
+import apsw
+
+from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
+from engine.log import (
+    Change,
+    ChangeFn,
+    CreateResult,
+    IdempotencyKeyReused,
+    NewSaga,
+    Page,
+    SagaFilter,
+    SagaNotFound,
+    SagaRecord,
+    StaleEpoch,
+    Takeover,
+    decode_cursor,
+    encode_cursor,
+)
+from engine.sqlite import BatchStats, DbConfig, Writer, open_connection, translated
+
+__all__ = ["MIGRATIONS", "SqliteSagaLog"]
+
+T = TypeVar("T")
+
+MIGRATIONS: Final = (
+    """
+    CREATE TABLE sagas (
+        seq INTEGER PRIMARY KEY,  -- creation order: oldest-first claims, newest-first pages
+        id TEXT NOT NULL UNIQUE,
+        definition TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('RUNNING', 'COMPENSATING', 'COMPLETED', 'COMPENSATED', 'NEEDS_ATTENTION')),
+        payload BLOB NOT NULL,
+        payload_digest TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        owner TEXT,
+        lease_expires_ms INTEGER NOT NULL DEFAULT 0,  -- 0: unowned, claimable now
+        epoch INTEGER NOT NULL DEFAULT 1 CHECK (epoch >= 1),
+        trace_id TEXT,
+        reason TEXT,
+        last_n INTEGER NOT NULL DEFAULT 0,  -- sequence number of the latest transition
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX sagas_claimable ON sagas (lease_expires_ms)
+        WHERE status IN ('RUNNING', 'COMPENSATING');
+    CREATE INDEX sagas_owner ON sagas (owner) WHERE owner IS NOT NULL;
+    CREATE INDEX sagas_status ON sagas (status, seq);
+    CREATE TABLE transitions (
+        saga_seq INTEGER NOT NULL REFERENCES sagas (seq),
+        n INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        error TEXT,
+        trace_id TEXT,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (saga_seq, n),
+        UNIQUE (saga_seq, step, phase, attempt)
+    ) WITHOUT ROWID;
+    """,
+)
+
+_ACTIVE_SQL: Final = ", ".join(f"'{s.value}'" for s in ACTIVE_STATUSES)
+_SAGA_COLUMNS: Final = (
+    "id, definition, status, payload, idempotency_key, payload_digest, owner, "
+    "lease_expires_ms, epoch, trace_id, reason, created_ms, updated_ms"
+)
+
+Row = tuple[object, ...]
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int), value
+    return value
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _record(row: Row) -> SagaRecord:
+    (
+        sid,
+        definition,
+        status,
+        payload,
+        key,
+        digest,
+        owner,
+        lease,
+        epoch,
+        trace_id,
+        reason,
+        created,
+        updated,
+    ) = row
+    assert isinstance(payload, bytes)
+    return SagaRecord(
+        id=str(sid),
+        definition=str(definition),
+        status=SagaStatus(str(status)),
+        payload=payload,
+        idempotency_key=_opt_str(key),
+        payload_digest=str(digest),
+        owner=_opt_str(owner),
+        lease_expires_ms=_int(lease),
+        epoch=_int(epoch),
+        trace_id=_opt_str(trace_id),
+        reason=_opt_str(reason),
+        created_ms=_int(created),
+        updated_ms=_int(updated),
+    )
+
+
+def _transition(row: Row) -> Transition:
+    n, step, phase, attempt, error, trace_id, at_ms = row
+    return Transition(
+        step=str(step),
+        phase=Phase(str(phase)),
+        attempt=_int(attempt),
+        error=_opt_str(error),
+        trace_id=_opt_str(trace_id),
+        at_ms=_int(at_ms),
+        seq=_int(n),
+    )
+
+
+def _insert_transitions(
+    conn: apsw.Connection, saga_seq: int, last_n: int, ts: Sequence[Transition], now_ms: int
+) -> int:
+    conn.executemany(
+        "INSERT INTO transitions (saga_seq, n, step, phase, attempt, error, trace_id, at_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                saga_seq,
+                last_n + k,
+                t.step,
+                t.phase.value,
+                t.attempt,
+                t.error,
+                t.trace_id,
+                t.at_ms or now_ms,
+            )
+            for k, t in enumerate(ts, start=1)
+        ],
+    )
+    return last_n + len(ts)
+
+
+def _select_transitions(conn: apsw.Connection, saga_seq: int) -> list[Transition]:
+    return [
+        _transition(r)
+        for r in conn.execute(
+            "SELECT n, step, phase, attempt, error, trace_id, at_ms FROM transitions "
+            "WHERE saga_seq = ? ORDER BY n",
+            (saga_seq,),
+        )
+    ]
+
+
+class SqliteSagaLog:
+    """`SagaLog` on one SQLite file. Open with `SqliteSagaLog.open(DbConfig(path))`."""
+
+    def __init__(self, writer: Writer, cfg: DbConfig) -> None:
+        self._writer = writer
+        self._cfg = cfg
+        self._local = threading.local()
+        self._readers: list[apsw.Connection] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls, cfg: DbConfig, *, on_batch: Callable[[BatchStats], None] | None = None
+    ) -> SqliteSagaLog:
+        writer = Writer(cfg, MIGRATIONS, name="saga-log-writer", on_batch=on_batch)
+        return cls(writer, cfg)
+
+    @property
+    def path(self) -> str:
+        return str(self._cfg.path)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def _reader(self) -> apsw.Connection:
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = open_connection(self._cfg)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def _read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        with translated(self._cfg.path):
+            return fn(self._reader())
+
+    async def get(self, saga_id: str) -> SagaRecord | None:
+        return self.get_sync(saga_id)
+
+    def get_sync(self, saga_id: str) -> SagaRecord | None:
+        def q(conn: apsw.Connection) -> SagaRecord | None:
+            row = conn.execute(
+                f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE id = ?", (saga_id,)
+            ).fetchone()
+            return None if row is None else _record(row)
+
+        return self._read(q)
+
+    async def transitions(self, saga_id: str) -> list[Transition]:
+        return self.transitions_sync(saga_id)
+
+    def transitions_sync(self, saga_id: str) -> list[Transition]:
+        def q(conn: apsw.Connection) -> list[Transition]:
+            row = conn.execute("SELECT seq FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+            if row is None:
+                return []
+            return _select_transitions(conn, int(row[0]))
+
+        return self._read(q)
+
+    async def list_sagas(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
+        return self.list_sagas_sync(flt, limit=limit, cursor=cursor)
+
+    def list_sagas_sync(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
+        where: list[str] = []
+        args: list[object] = []
+        if flt.definition is not None:
+            where.append("definition = ?")
+            args.append(flt.definition)
+        if flt.statuses:
+            where.append(f"status IN ({', '.join('?' for _ in flt.statuses)})")
+            args.extend(s.value for s in flt.statuses)
+        if flt.created_after_ms is not None:
+            where.append("created_ms >= ?")
+            args.append(flt.created_after_ms)
+        if flt.created_before_ms is not None:
+            where.append("created_ms < ?")
+            args.append(flt.created_before_ms)
+        if cursor is not None:
+            where.append("seq < ?")
+            args.append(decode_cursor(cursor))
+        sql = f"SELECT seq, {_SAGA_COLUMNS} FROM sagas"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit + 1)
+
+        def q(conn: apsw.Connection) -> Page:
+            rows = conn.execute(sql, args).fetchall()
+            items = tuple(_record(r[1:]) for r in rows[:limit])
+            more = len(rows) > limit
+            last = _int(rows[limit - 1][0]) if more and limit > 0 else None
+            return Page(items, None if last is None else encode_cursor(last))
+
+        return self._read(q)
+
+    async def count_claimable(self, *, now_ms: int) -> int:
+        def q(conn: apsw.Connection) -> int:
+            row = conn.execute(
+                f"SELECT count(*) FROM sagas WHERE status IN ({_ACTIVE_SQL}) "
+                "AND lease_expires_ms < ?",
+                (now_ms,),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return self._read(q)
+
+    async def oldest_unfinished_ms(self) -> int | None:
+        def q(conn: apsw.Connection) -> int | None:
+            row = conn.execute(
+                f"SELECT min(created_ms) FROM sagas WHERE status IN ({_ACTIVE_SQL})"
+            ).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return self._read(q)
+
+    async def count_by_status(self) -> dict[SagaStatus, int]:
+        def q(conn: apsw.Connection) -> dict[SagaStatus, int]:
+            counts = dict.fromkeys(SagaStatus, 0)
+            for status, n in conn.execute("SELECT status, count(*) FROM sagas GROUP BY status"):
+                counts[SagaStatus(str(status))] = int(n)
+            return counts
+
+        return self._read(q)
+
+    # ---- writes --------------------------------------------------------------------------
+
+    async def create(
+        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+    ) -> CreateResult:
+        def unit(conn: apsw.Connection) -> CreateResult:
+            if new.idempotency_key is not None:
+                row = conn.execute(
+                    f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?",
+                    (new.idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    existing = _record(row)
+                    if existing.payload_digest != new.digest:
+                        raise IdempotencyKeyReused(
+                            "this idempotency key was used with a different request",
+                            saga_id=existing.id,
+                        )
+                    return CreateResult(existing, created=False)
+            lease = lease_expires_ms if owner is not None else 0
+            seq = conn.execute(
+                "INSERT INTO sagas (id, definition, status, payload, payload_digest, "
+                "idempotency_key, owner, lease_expires_ms, epoch, trace_id, last_n, "
+                "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 1, ?, ?) "
+                "RETURNING seq",
+                (
+                    new.id,
+                    new.definition,
+                    SagaStatus.RUNNING.value,
+                    new.payload,
+                    new.digest,
+                    new.idempotency_key,
+                    owner,
+                    lease,
+                    new.trace_id,
+                    now_ms,
+                    now_ms,
+                ),
+            ).fetchone()
+            assert seq is not None
+            _insert_transitions(
+                conn,
+                int(seq[0]),
+                0,
+                [Transition("", Phase.CREATED, 1, None, new.trace_id)],
+                now_ms,
+            )
+            record = SagaRecord(
+                id=new.id,
+                definition=new.definition,
+                status=SagaStatus.RUNNING,
+                payload=new.payload,
+                idempotency_key=new.idempotency_key,
+                payload_digest=new.digest,
+                owner=owner,
+                lease_expires_ms=lease,
+                epoch=1,
+                trace_id=new.trace_id,
+                reason=None,
+                created_ms=now_ms,
+                updated_ms=now_ms,
+            )
+            return CreateResult(record, created=True)
+
+        # The SELECT-then-INSERT runs inside the writer's transaction (BEGIN IMMEDIATE), so
+        # no other process can insert the same key in between: no race to lose.
+
+        return await self._writer.run(unit)
+
+    async def append(
+        self,
+        saga_id: str,
+        epoch: int,
+        transitions: Sequence[Transition],
+        *,
+        status: SagaStatus,
+        reason: str | None,
+        now_ms: int,
+    ) -> None:
+        def unit(conn: apsw.Connection) -> None:
+            row = conn.execute(
+                "SELECT seq, epoch, last_n FROM sagas WHERE id = ?", (saga_id,)
+            ).fetchone()
+            if row is None:
+                raise SagaNotFound(f"no saga {saga_id}", saga_id=saga_id)
+            seq, current, last_n = (_int(v) for v in row)
+            if current != epoch:
+                raise StaleEpoch(
+                    f"saga {saga_id} is at epoch {current}, the writer holds {epoch}",
+                    saga_id=saga_id,
+                )
+            last = _insert_transitions(conn, seq, last_n, transitions, now_ms)
+            conn.execute(
+                "UPDATE sagas SET status = ?, reason = ?, last_n = ?, updated_ms = ? WHERE seq = ?",
+                (status.value, reason, last, now_ms, seq),
+            )
+
+        await self._writer.run(unit)
+
+    async def claim(
+        self, owner: str, *, limit: int, now_ms: int, lease_expires_ms: int
+    ) -> list[Takeover]:
+        def unit(conn: apsw.Connection) -> list[Takeover]:
+            rows = conn.execute(
+                f"SELECT seq, last_n, epoch FROM sagas WHERE status IN ({_ACTIVE_SQL}) "
+                "AND lease_expires_ms < ? ORDER BY seq LIMIT ?",
+                (now_ms, limit),
+            ).fetchall()
+            taken: list[Takeover] = []
+            for seq_v, last_n, epoch in rows:
+                seq, new_epoch = _int(seq_v), _int(epoch) + 1
+                claimed = Transition("", Phase.CLAIMED, new_epoch, f"by {owner}")
+                last = _insert_transitions(conn, seq, _int(last_n), [claimed], now_ms)
+                rec = conn.execute(
+                    "UPDATE sagas SET owner = ?, epoch = ?, lease_expires_ms = ?, last_n = ?, "
+                    f"updated_ms = ? WHERE seq = ? RETURNING {_SAGA_COLUMNS}",
+                    (owner, new_epoch, lease_expires_ms, last, now_ms, seq),
+                ).fetchone()
+                assert rec is not None
+                taken.append(Takeover(_record(rec), tuple(_select_transitions(conn, seq))))
+            return taken
+
+        return await self._writer.run(unit)
+
+    async def change(self, saga_id: str, fn: ChangeFn, *, now_ms: int, actor: str) -> SagaRecord:
+        def unit(conn: apsw.Connection) -> SagaRecord:
+            row = conn.execute(
+                f"SELECT seq, last_n, {_SAGA_COLUMNS} FROM sagas WHERE id = ?", (saga_id,)
+            ).fetchone()
+            if row is None:
+                raise SagaNotFound(f"no saga {saga_id}", saga_id=saga_id)
+            seq, last_n = _int(row[0]), _int(row[1])
+            record = _record(row[2:])
+            change: Change = fn(record, _select_transitions(conn, seq))
+            last = _insert_transitions(conn, seq, last_n, change.transitions, now_ms)
+            rec = conn.execute(
+                "UPDATE sagas SET owner = NULL, lease_expires_ms = 0, epoch = epoch + 1, "
+                "status = ?, reason = ?, last_n = ?, updated_ms = ? "
+                f"WHERE seq = ? RETURNING {_SAGA_COLUMNS}",
+                (change.status.value, change.reason, last, now_ms, seq),
+            ).fetchone()
+            assert rec is not None
+            return _record(rec)
+
+        return await self._writer.run(unit)
+
+    async def renew(self, owner: str, *, lease_expires_ms: int) -> int:
+        def unit(conn: apsw.Connection) -> int:
+            conn.execute(
+                f"UPDATE sagas SET lease_expires_ms = ? WHERE owner = ? "
+                f"AND status IN ({_ACTIVE_SQL})",
+                (lease_expires_ms, owner),
+            )
+            return int(conn.changes())
+
+        return await self._writer.run(unit)
+
+    async def release(self, owner: str, saga_ids: Sequence[str] | None = None) -> int:
+        def unit(conn: apsw.Connection) -> int:
+            sql = (
+                "UPDATE sagas SET owner = NULL, lease_expires_ms = 0 WHERE owner = ? "
+                f"AND status IN ({_ACTIVE_SQL})"
+            )
+            if saga_ids is None:
+                conn.execute(sql, (owner,))
+                return int(conn.changes())
+            total = 0
+            for sid in saga_ids:
+                conn.execute(sql + " AND id = ?", (owner, sid))
+                total += int(conn.changes())
+            return total
+
+        return await self._writer.run(unit)
+
+    async def close(self) -> None:
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        self._writer.close()
+        with self._lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

@@ -1,0 +1,224 @@
+"""One contract, every adapter of the saga log port: SQLite (durable) and the in-memory twin.
+A new adapter (PostgreSQL, say) joins by adding itself to the `log` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from engine.core import Phase, SagaStatus, Transition
+from engine.errors import StaleEpoch
+from engine.log import (
+    Change,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    NewSaga,
+    SagaFilter,
+    SagaLog,
+    SagaNotFound,
+    SagaRecord,
+)
+from engine.memory_log import MemorySagaLog
+from engine.sqlite import DbConfig
+from engine.sqlite_log import SqliteSagaLog
+
+NOW = 1_000_000
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SagaLog]:
+    adapter: SagaLog
+    if request.param == "sqlite":
+        adapter = SqliteSagaLog.open(DbConfig(tmp_path / "saga.db"))
+    else:
+        adapter = MemorySagaLog()
+    yield adapter
+    await adapter.close()
+
+
+def new(i: int, key: str | None = None, payload: bytes = b"{}") -> NewSaga:
+    return NewSaga(id=f"saga-{i}", definition="order", payload=payload, idempotency_key=key)
+
+
+async def test_create_then_read(log: SagaLog) -> None:
+    result = await log.create(new(1, "k1"), owner="a", lease_expires_ms=NOW + 10, now_ms=NOW)
+    assert result.created
+    rec = await log.get("saga-1")
+    assert rec == result.record
+    assert rec.status is SagaStatus.RUNNING and rec.epoch == 1 and rec.owner == "a"
+    assert [t.phase for t in await log.transitions("saga-1")] == [Phase.CREATED]
+    assert await log.get("nope") is None
+    assert await log.transitions("nope") == []
+
+
+async def test_same_key_same_payload_is_the_same_saga(log: SagaLog) -> None:
+    first = await log.create(new(1, "k"), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    again = await log.create(new(2, "k"), owner="b", lease_expires_ms=NOW, now_ms=NOW)
+    assert not again.created and again.record.id == first.record.id
+    assert await log.get("saga-2") is None
+
+
+async def test_same_key_other_payload_is_refused(log: SagaLog) -> None:
+    await log.create(new(1, "k", b"a"), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    with pytest.raises(IdempotencyKeyReused):
+        await log.create(new(2, "k", b"b"), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+
+
+async def test_concurrent_creates_with_one_key_make_one_saga(log: SagaLog) -> None:
+    results = await asyncio.gather(
+        *(log.create(new(i, "k"), owner="a", lease_expires_ms=NOW, now_ms=NOW) for i in range(50))
+    )
+    assert sum(r.created for r in results) == 1
+    assert len({r.record.id for r in results}) == 1
+    page = await log.list_sagas(SagaFilter(), limit=100)
+    assert len(page.items) == 1
+
+
+async def test_append_is_fenced_by_epoch(log: SagaLog) -> None:
+    await log.create(new(1), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    intent = Transition("s0", Phase.INTENT, 1)
+    await log.append("saga-1", 1, [intent], status=SagaStatus.RUNNING, reason=None, now_ms=NOW)
+    with pytest.raises(StaleEpoch):
+        await log.append(
+            "saga-1", 0, [Transition("s0", Phase.DONE, 1)],
+            status=SagaStatus.RUNNING, reason=None, now_ms=NOW,
+        )  # fmt: skip
+    with pytest.raises(SagaNotFound):
+        await log.append("nope", 1, [intent], status=SagaStatus.RUNNING, reason=None, now_ms=NOW)
+    ts = await log.transitions("saga-1")
+    assert [(t.step, t.phase, t.seq) for t in ts] == [
+        ("", Phase.CREATED, 1),
+        ("s0", Phase.INTENT, 2),
+    ]
+
+
+async def test_a_fact_is_recorded_once(log: SagaLog) -> None:
+    await log.create(new(1), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    intent = Transition("s0", Phase.INTENT, 1)
+    await log.append("saga-1", 1, [intent], status=SagaStatus.RUNNING, reason=None, now_ms=NOW)
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await log.append("saga-1", 1, [intent], status=SagaStatus.RUNNING, reason=None, now_ms=NOW)
+    assert len(await log.transitions("saga-1")) == 2
+
+
+async def test_status_and_reason_follow_appends(log: SagaLog) -> None:
+    await log.create(new(1), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    await log.append(
+        "saga-1", 1, [Transition("", Phase.COMPENSATE, 0, "out_of_stock")],
+        status=SagaStatus.COMPENSATING, reason="out_of_stock", now_ms=NOW + 5,
+    )  # fmt: skip
+    rec = await log.get("saga-1")
+    assert rec is not None
+    assert (rec.status, rec.reason, rec.updated_ms) == (
+        SagaStatus.COMPENSATING,
+        "out_of_stock",
+        NOW + 5,
+    )
+
+
+async def test_claim_takes_unowned_and_expired_oldest_first(log: SagaLog) -> None:
+    await log.create(new(1), owner="a", lease_expires_ms=NOW + 100, now_ms=NOW)  # live lease
+    await log.create(new(2), owner="a", lease_expires_ms=NOW - 1, now_ms=NOW)  # expired
+    await log.create(new(3), owner=None, lease_expires_ms=0, now_ms=NOW)  # queued
+    await log.create(new(4), owner=None, lease_expires_ms=0, now_ms=NOW)
+    taken = await log.claim("b", limit=2, now_ms=NOW, lease_expires_ms=NOW + 50)
+    assert [t.record.id for t in taken] == ["saga-2", "saga-3"]
+    for t in taken:
+        assert t.record.owner == "b" and t.record.epoch == 2
+        assert t.transitions[-1].phase is Phase.CLAIMED
+    # what is claimed is not claimable again while the lease lives
+    rest = await log.claim("c", limit=10, now_ms=NOW, lease_expires_ms=NOW + 50)
+    assert [t.record.id for t in rest] == ["saga-4"]
+    assert await log.count_claimable(now_ms=NOW) == 0
+    assert await log.count_claimable(now_ms=NOW + 101) == 4
+
+
+async def test_the_old_owner_is_fenced_after_a_claim(log: SagaLog) -> None:
+    await log.create(new(1), owner="a", lease_expires_ms=NOW - 1, now_ms=NOW)
+    await log.claim("b", limit=1, now_ms=NOW, lease_expires_ms=NOW + 50)
+    with pytest.raises(StaleEpoch):
+        await log.append(
+            "saga-1", 1, [Transition("s0", Phase.INTENT, 1)],
+            status=SagaStatus.RUNNING, reason=None, now_ms=NOW,
+        )  # fmt: skip
+
+
+async def test_finished_and_parked_sagas_are_not_claimed(log: SagaLog) -> None:
+    for i, status in enumerate([SagaStatus.COMPLETED, SagaStatus.NEEDS_ATTENTION]):
+        await log.create(new(i), owner=None, lease_expires_ms=0, now_ms=NOW)
+        await log.append(f"saga-{i}", 1, [], status=status, reason=None, now_ms=NOW)
+    assert await log.claim("b", limit=10, now_ms=NOW, lease_expires_ms=NOW) == []
+
+
+async def test_renew_and_release_in_bulk(log: SagaLog) -> None:
+    for i in range(3):
+        await log.create(new(i), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    await log.create(new(9), owner="z", lease_expires_ms=NOW, now_ms=NOW)
+    assert await log.renew("a", lease_expires_ms=NOW + 1000) == 3
+    assert await log.count_claimable(now_ms=NOW + 10) == 1  # only z's expired
+    assert await log.release("a", ["saga-0"]) == 1
+    assert await log.release("a") == 2
+    recs = [await log.get(f"saga-{i}") for i in range(3)]
+    assert all(r is not None and r.owner is None for r in recs)
+
+
+async def test_change_appends_bumps_epoch_and_unowns(log: SagaLog) -> None:
+    await log.create(new(1), owner="a", lease_expires_ms=NOW + 999, now_ms=NOW)
+
+    def fn(rec: SagaRecord, ts: Sequence[Transition]) -> Change:
+        assert [t.phase for t in ts] == [Phase.CREATED]
+        return Change(
+            (Transition("", Phase.COMPENSATE, 0, "cancelled_by_operator"),),
+            SagaStatus.COMPENSATING,
+            "cancelled_by_operator",
+        )
+
+    rec = await log.change("saga-1", fn, now_ms=NOW, actor="op")
+    assert (rec.owner, rec.epoch, rec.status) == (None, 2, SagaStatus.COMPENSATING)
+    assert (await log.transitions("saga-1"))[-1].phase is Phase.COMPENSATE
+    with pytest.raises(StaleEpoch):  # whoever drove it at epoch 1 is fenced
+        await log.append("saga-1", 1, [], status=SagaStatus.RUNNING, reason=None, now_ms=NOW)
+    with pytest.raises(SagaNotFound):
+        await log.change("nope", fn, now_ms=NOW, actor="op")
+
+    def refuse(rec: SagaRecord, ts: Sequence[Transition]) -> Change:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await log.change("saga-1", refuse, now_ms=NOW, actor="op")
+    after = await log.get("saga-1")
+    assert after is not None and after.epoch == 2, "a refused change changes nothing"
+
+
+async def test_pages_newest_first_with_filters(log: SagaLog) -> None:
+    for i in range(7):
+        await log.create(new(i), owner=None, lease_expires_ms=0, now_ms=NOW + i)
+    await log.append("saga-3", 1, [], status=SagaStatus.COMPLETED, reason=None, now_ms=NOW)
+    first = await log.list_sagas(SagaFilter(), limit=3)
+    assert [r.id for r in first.items] == ["saga-6", "saga-5", "saga-4"]
+    assert first.next_cursor is not None
+    second = await log.list_sagas(SagaFilter(), limit=3, cursor=first.next_cursor)
+    assert [r.id for r in second.items] == ["saga-3", "saga-2", "saga-1"]
+    last = await log.list_sagas(SagaFilter(), limit=3, cursor=second.next_cursor)
+    assert [r.id for r in last.items] == ["saga-0"] and last.next_cursor is None
+    done = await log.list_sagas(SagaFilter(statuses=(SagaStatus.COMPLETED,)), limit=10)
+    assert [r.id for r in done.items] == ["saga-3"]
+    window = await log.list_sagas(
+        SagaFilter(created_after_ms=NOW + 2, created_before_ms=NOW + 4), limit=10
+    )
+    assert [r.id for r in window.items] == ["saga-3", "saga-2"]
+    with pytest.raises(InvalidCursor):
+        await log.list_sagas(SagaFilter(), limit=3, cursor="garbage")
+
+
+async def test_counts_and_oldest(log: SagaLog) -> None:
+    assert await log.oldest_unfinished_ms() is None
+    await log.create(new(1), owner=None, lease_expires_ms=0, now_ms=NOW)
+    await log.create(new(2), owner=None, lease_expires_ms=0, now_ms=NOW + 5)
+    await log.append("saga-1", 1, [], status=SagaStatus.COMPLETED, reason=None, now_ms=NOW)
+    assert await log.oldest_unfinished_ms() == NOW + 5
+    counts = await log.count_by_status()
+    assert counts[SagaStatus.COMPLETED] == 1 and counts[SagaStatus.RUNNING] == 1

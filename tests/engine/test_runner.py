@@ -1,0 +1,331 @@
+"""The runner against a toy world of idempotent participants: outcomes, retries,
+compensation, parking, operators' changes, fencing, crashes at every crash point, leases,
+the durable queue and graceful stop. Assertions are on the world's ledger and the log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.core import Phase, SagaStatus, Transition, cancel, fold, record_reason, resume
+from engine.crashpoints import CRASH_POINTS, STEP_POINTS, CrashPoints
+from engine.definition import RetryPolicy, SagaDefinition, StepKind
+from engine.log import Change, NewSaga, SagaLog, SagaRecord
+from engine.memory_log import MemorySagaLog
+from engine.runner import Runner, RunnerSettings
+from engine.sqlite import DbConfig
+from engine.sqlite_log import SqliteSagaLog
+from tests.engine.world import FAST, Faults, World, definition
+
+# Keeps failing steps busy retrying (never exhausted) while a test acts around them.
+PATIENT = RetryPolicy(1000, 1000, initial_backoff_s=0.005, max_backoff_s=0.005)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SagaLog]:
+    adapter: SagaLog = (
+        SqliteSagaLog.open(DbConfig(tmp_path / "saga.db"))
+        if request.param == "sqlite"
+        else MemorySagaLog()
+    )
+    yield adapter
+    await adapter.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path / "world.db")
+
+
+@dataclass
+class Harness:
+    log: SagaLog
+    defn: SagaDefinition
+    world: World
+    clock: FakeClock
+
+    def runner(self, owner: str, crash: CrashPoints | None = None, **kw: object) -> Runner:
+        settings = RunnerSettings(owner=owner, lease_s=10, claim=False, drain_s=2, **kw)  # type: ignore[arg-type]
+        return Runner(self.log, [self.defn], settings, clock=self.clock, crash=crash)
+
+    async def run(self, saga_id: str = "s-1", crash: CrashPoints | None = None) -> SagaRecord:
+        """Start a saga on one runner; if it crashes, a second runner recovers it."""
+        first = self.runner("a", crash)
+        await first.start()
+        with contextlib.suppress(asyncio.CancelledError):  # crashed right after create
+            await first.start_saga(NewSaga(saga_id, self.defn.name, b"{}"))
+        await asyncio.wait_for(first.wait_idle(), 10)
+        await first.abandon()
+        rec = await self.log.get(saga_id)
+        assert rec is not None
+        if rec.status in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+            self.clock.now += 11_000  # the dead owner's lease runs out
+            second = self.runner("b")
+            await second.start()
+            assert await second.claim_now() == 1
+            await asyncio.wait_for(second.wait_idle(), 10)
+            await second.stop()
+            rec = await self.log.get(saga_id)
+            assert rec is not None
+        return rec
+
+    async def phases(self, saga_id: str = "s-1") -> list[tuple[str, Phase]]:
+        return [(t.step, t.phase) for t in await self.log.transitions(saga_id)]
+
+
+def harness(log: SagaLog, world: World, kinds: Sequence[StepKind] | None = None) -> Harness:
+    defn = definition(world) if kinds is None else definition(world, kinds)
+    return Harness(log, defn, world, FakeClock())
+
+
+async def test_success_applies_each_effect_once(log: SagaLog, world: World) -> None:
+    h = harness(log, world)
+    rec = await h.run()
+    assert rec.status is SagaStatus.COMPLETED
+    world.check(h.defn, "s-1", rec.status)
+    assert await h.phases() == [
+        ("", Phase.CREATED),
+        *[(f"s{i}", ph) for i in range(4) for ph in (Phase.INTENT, Phase.DONE)],
+        ("", Phase.COMPLETED),
+    ]
+
+
+async def test_refusal_compensates_what_was_done(log: SagaLog, world: World) -> None:
+    world.faults = Faults(refuse={"s2"})
+    h = harness(log, world)
+    rec = await h.run()
+    assert (rec.status, rec.reason) == (SagaStatus.COMPENSATED, "s2_refused")
+    world.check(h.defn, "s-1", rec.status)
+    assert (await h.phases())[-7:] == [
+        ("s2", Phase.REFUSED),
+        ("", Phase.COMPENSATE),
+        ("s1", Phase.COMP_INTENT), ("s1", Phase.COMP_DONE),  # LIFO: the latest step first
+        ("s0", Phase.COMP_INTENT), ("s0", Phase.COMP_DONE),
+        ("", Phase.COMPENSATED),
+    ]  # fmt: skip
+
+
+async def test_transient_failures_are_retried(log: SagaLog, world: World) -> None:
+    world.faults = Faults(fail_before={"s1": 2}, lose_after={"s2": 1})
+    h = harness(log, world)
+    rec = await h.run()
+    assert rec.status is SagaStatus.COMPLETED
+    world.check(h.defn, "s-1", rec.status)
+    ts = await log.transitions("s-1")
+    assert [t.attempt for t in ts if t.step == "s1" and t.phase is Phase.INTENT] == [1, 2, 3]
+    errors = [t for t in ts if t.phase is Phase.ERROR]
+    assert [t.step for t in errors] == ["s1", "s1", "s2"]
+    assert all(t.error for t in errors)
+
+
+async def test_exhausted_step_compensates_including_the_step_in_doubt(
+    log: SagaLog, world: World
+) -> None:
+    world.faults = Faults(lose_after={"s1": 99})  # applied, but never a reply
+    h = harness(log, world)
+    rec = await h.run()
+    assert (rec.status, rec.reason) == (SagaStatus.COMPENSATED, "s1_failed")
+    world.check(h.defn, "s-1", rec.status)
+    assert world.effects("s-1")["s1"][:2] == (1, 1), "the in-doubt step was undone"
+
+
+async def test_pivot_out_of_attempts_parks_then_resumes(log: SagaLog, world: World) -> None:
+    world.faults = Faults(fail_before={"s2": FAST.park_after})
+    h = harness(log, world)
+    rec = await h.run()
+    assert rec.status is SagaStatus.NEEDS_ATTENTION
+    assert rec.reason is not None and "s2" in rec.reason
+
+    def retry(r: SagaRecord, ts: Sequence[Transition]) -> Change:
+        state = fold(h.defn, ts)
+        changes = tuple(resume(state))
+        after = fold(h.defn, [*ts, *changes])
+        return Change(changes, after.status, record_reason(after))
+
+    await log.change("s-1", retry, now_ms=h.clock.now, actor="op")
+    runner = h.runner("c")
+    await runner.start()
+    assert await runner.claim_now() == 1
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    await runner.stop()
+    rec2 = await log.get("s-1")
+    assert rec2 is not None and rec2.status is SagaStatus.COMPLETED
+    world.check(h.defn, "s-1", rec2.status)
+
+
+async def test_compensation_that_never_succeeds_parks(log: SagaLog, world: World) -> None:
+    world.faults = Faults(refuse={"s1"}, fail_undo={"s0": 99})
+    h = harness(log, world)
+    rec = await h.run()
+    assert rec.status is SagaStatus.NEEDS_ATTENTION
+    assert rec.reason is not None and "compensating s0" in rec.reason
+
+
+async def test_operator_cancel_before_the_pivot(log: SagaLog, world: World) -> None:
+    h = Harness(log, definition(world, policy=PATIENT), world, FakeClock())
+    world.faults = Faults(fail_before={"s1": 99})  # keep it busy retrying s1
+    runner = h.runner("a")
+    await runner.start()
+    await runner.start_saga(NewSaga("s-1", h.defn.name, b"{}"))
+    await asyncio.sleep(0.01)
+
+    def do_cancel(r: SagaRecord, ts: Sequence[Transition]) -> Change:
+        state = fold(h.defn, ts)
+        changes = tuple(cancel(h.defn, state, "cancelled_by_operator"))
+        after = fold(h.defn, [*ts, *changes])
+        return Change(changes, after.status, record_reason(after))
+
+    await log.change("s-1", do_cancel, now_ms=h.clock.now, actor="op")
+    world.faults = Faults()
+    await asyncio.wait_for(runner.wait_idle(), 10)  # the old owner is fenced and drops it
+    assert await runner.claim_now() == 1
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    await runner.stop()
+    rec = await log.get("s-1")
+    assert rec is not None
+    assert (rec.status, rec.reason) == (SagaStatus.COMPENSATED, "cancelled_by_operator")
+    world.check(h.defn, "s-1", rec.status)
+
+
+CASES = [
+    (point, step)
+    for point in CRASH_POINTS
+    for step in (["s0", "s1", "s2", "s3"] if point in STEP_POINTS else [""])
+]
+
+
+class CrashAt(CrashPoints):
+    """Simulated crash: the task dies where it stands; nothing pending is flushed."""
+
+    def hit(self, point: str, step: str = "") -> None:
+        if self.point == point and (self.step is None or self.step == step) and not self._hits:
+            self._hits = 1
+            raise asyncio.CancelledError
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["success", "refused"])
+@pytest.mark.parametrize(("point", "step"), CASES)
+async def test_crash_at_every_point_recovers_consistently(
+    log: SagaLog, world: World, point: str, step: str, refuse: bool
+) -> None:
+    if refuse:
+        world.faults = Faults(refuse={"s2"})
+    h = harness(log, world)
+    rec = await h.run(crash=CrashAt(point, step or None))
+    expected = SagaStatus.COMPENSATED if refuse else SagaStatus.COMPLETED
+    assert rec.status is expected
+    world.check(h.defn, "s-1", rec.status)
+
+
+async def test_a_stale_owner_drops_the_saga(log: SagaLog, world: World) -> None:
+    world.faults = Faults(fail_before={"s0": 99})
+    h = Harness(log, definition(world, policy=PATIENT), world, FakeClock())
+    slow = h.runner("a")
+    await slow.start()
+    await slow.start_saga(NewSaga("s-1", h.defn.name, b"{}"))
+    await asyncio.sleep(0.01)
+    h.clock.now += 11_000
+    other = h.runner("b")
+    await other.start()
+    world.faults = Faults()
+    assert await other.claim_now() == 1
+    await asyncio.wait_for(asyncio.gather(slow.wait_idle(), other.wait_idle()), 10)
+    rec = await log.get("s-1")
+    assert rec is not None and rec.status is SagaStatus.COMPLETED and rec.owner == "b"
+    world.check(h.defn, "s-1", rec.status)
+    await slow.stop()
+    await other.stop()
+
+
+async def test_busy_runner_queues_in_the_log_and_the_pump_drains(
+    log: SagaLog, world: World
+) -> None:
+    h = harness(log, world)
+    runner = Runner(
+        log, [h.defn],
+        RunnerSettings(owner="a", capacity=2, poll_s=0.01, claim_batch=2),
+        clock=h.clock,
+    )  # fmt: skip
+    await runner.start()
+    results = [await runner.start_saga(NewSaga(f"s-{i}", h.defn.name, b"{}")) for i in range(10)]
+    owners = [r.record.owner for r in results]
+    assert owners.count(None) >= 8 - 2, "beyond capacity, sagas wait in the log"
+    for _ in range(500):
+        counts = await log.count_by_status()
+        if counts[SagaStatus.COMPLETED] == 10:
+            break
+        await asyncio.sleep(0.01)
+    await runner.stop()
+    for i in range(10):
+        rec = await log.get(f"s-{i}")
+        assert rec is not None and rec.status is SagaStatus.COMPLETED
+        world.check(h.defn, f"s-{i}", rec.status)
+
+
+async def test_graceful_stop_hands_sagas_back(log: SagaLog, world: World) -> None:
+    world.faults = Faults(fail_before={"s0": 99})
+    h = Harness(log, definition(world, policy=PATIENT), world, FakeClock())
+    runner = h.runner("a")
+    await runner.start()
+    await runner.start_saga(NewSaga("s-1", h.defn.name, b"{}"))
+    await asyncio.sleep(0.01)
+    await runner.stop()
+    rec = await log.get("s-1")
+    assert rec is not None and rec.owner is None and rec.status is SagaStatus.RUNNING
+    assert await log.count_claimable(now_ms=h.clock.now) == 1, "claimable at once"
+
+
+async def test_heartbeat_renews_leases(log: SagaLog, world: World) -> None:
+    world.faults = Faults(fail_before={"s0": 10_000})
+    h = Harness(log, definition(world, policy=PATIENT), world, FakeClock())
+    runner = Runner(
+        log, [h.defn],
+        RunnerSettings(owner="a", lease_s=0.15, claim=False),
+        clock=h.clock,
+    )  # fmt: skip
+    await runner.start()
+    await runner.start_saga(NewSaga("s-1", h.defn.name, b"{}"))
+    before = await log.get("s-1")
+    h.clock.now += 100
+    await asyncio.sleep(0.2)
+    after = await log.get("s-1")
+    await runner.abandon()
+    assert before is not None and after is not None
+    assert after.lease_expires_ms >= before.lease_expires_ms + 100
+
+
+async def test_steps_past_their_timeout_are_retried(log: SagaLog, world: World) -> None:
+    calls = 0
+
+    async def slow_then_fast(ctx: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(1)
+        return await world.act(ctx)  # type: ignore[arg-type]
+
+    base = definition(world, [StepKind.COMPENSATABLE])
+    step = base.steps[0]
+    defn = SagaDefinition(
+        "timeouts",
+        (type(step)(step.name, slow_then_fast, step.compensation, step.kind,  # type: ignore[arg-type]
+                    RetryPolicy(initial_backoff_s=0.001, max_backoff_s=0.001), 0.05),),
+    )  # fmt: skip
+    h = Harness(log, defn, world, FakeClock())
+    rec = await h.run()
+    assert rec.status is SagaStatus.COMPLETED
+    ts = await log.transitions("s-1")
+    assert any(t.phase is Phase.ERROR and "timed out" in (t.error or "") for t in ts)
