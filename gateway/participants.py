@@ -1,0 +1,143 @@
+"""gRPC clients of the three participant services, as the order saga's steps use them.
+
+Every mutating call carries the saga's epoch (`x-saga-epoch`) so that a participant can
+refuse a stale owner. gRPC outcomes are translated here, in one table: a transient status
+becomes TransientStepError (retried; the outcome may be unknown), ABORTED becomes
+StaleEpoch (stop touching this saga), anything else that says the request is wrong is a
+business refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import grpc
+from grpc import aio
+
+from engine.config import Address, env_addr, format_addr
+from engine.errors import StaleEpoch, TransientStepError
+from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from proto.order.v1 import order_pb2, order_pb2_grpc
+from proto.payment.v1 import payment_pb2, payment_pb2_grpc
+
+__all__ = ["CallRefused", "Participants", "ServiceAddresses"]
+
+T = TypeVar("T")
+
+TRANSIENT: Final = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+class CallRefused(Exception):
+    """The participant rejected the request itself (invalid, precondition): not retried."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAddresses:
+    order: Address
+    payment: Address
+    inventory: Address
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServiceAddresses:
+        return cls(
+            order=env_addr(env, "ORDER_SERVICE_ADDR", "127.0.0.1:9090"),
+            payment=env_addr(env, "PAYMENT_SERVICE_ADDR", "127.0.0.1:9091"),
+            inventory=env_addr(env, "INVENTORY_SERVICE_ADDR", "127.0.0.1:9092"),
+        )
+
+
+async def _call(service: str, call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except aio.AioRpcError as exc:
+        code = exc.code()
+        detail = exc.details() or code.name
+        if code is grpc.StatusCode.ABORTED:
+            raise StaleEpoch(f"{service}: {detail}") from exc
+        if code in TRANSIENT:
+            raise TransientStepError(f"{service} {code.name}: {detail}") from exc
+        raise CallRefused(f"{service}_rejected", f"{code.name}: {detail}") from exc
+
+
+class Participants:
+    """One channel per service, shared by every saga in the process."""
+
+    def __init__(self, addresses: ServiceAddresses, *, call_timeout_s: float = 5.0) -> None:
+        self.addresses = addresses
+        self._timeout = call_timeout_s
+        self._channels = [
+            aio.insecure_channel(format_addr(a))
+            for a in (addresses.order, addresses.payment, addresses.inventory)
+        ]
+        order_ch, payment_ch, inventory_ch = self._channels
+        self.order = order_pb2_grpc.OrderStub(order_ch)
+        self.payment = payment_pb2_grpc.PaymentStub(payment_ch)
+        self.inventory = inventory_pb2_grpc.InventoryStub(inventory_ch)
+
+    def _md(self, epoch: int) -> tuple[tuple[str, str], ...]:
+        return (("x-saga-epoch", str(epoch)),)
+
+    async def create_order(
+        self, order_id: str, customer_id: str, items: list[order_pb2.OrderItem], epoch: int
+    ) -> order_pb2.OrderInfo:
+        req = order_pb2.CreateOrderRequest(id=order_id, customer_id=customer_id, items=items)
+        resp = await _call(
+            "order", self.order.CreateOrder(req, metadata=self._md(epoch), timeout=self._timeout)
+        )
+        return resp.order
+
+    async def set_order_status(
+        self, order_id: str, status: order_pb2.Status.ValueType, reason: str, epoch: int
+    ) -> bool:
+        req = order_pb2.UpdateOrderStatusRequest(id=order_id, status=status, reason=reason)
+        resp = await _call(
+            "order",
+            self.order.UpdateOrderStatus(req, metadata=self._md(epoch), timeout=self._timeout),
+        )
+        return resp.success
+
+    async def reserve(
+        self, order_id: str, items: list[inventory_pb2.StockItem], epoch: int
+    ) -> inventory_pb2.ReserveResponse:
+        req = inventory_pb2.ReserveRequest(order_id=order_id, items=items)
+        return await _call(
+            "inventory",
+            self.inventory.Reserve(req, metadata=self._md(epoch), timeout=self._timeout),
+        )
+
+    async def release(self, order_id: str, epoch: int) -> bool:
+        req = inventory_pb2.ReleaseRequest(order_id=order_id)
+        resp = await _call(
+            "inventory",
+            self.inventory.Release(req, metadata=self._md(epoch), timeout=self._timeout),
+        )
+        return resp.success
+
+    async def charge(
+        self, order_id: str, amount_cents: int, customer_id: str, epoch: int
+    ) -> payment_pb2.ChargeResponse:
+        req = payment_pb2.ChargeRequest(
+            order_id=order_id, amount_cents=amount_cents, customer_id=customer_id
+        )
+        return await _call(
+            "payment", self.payment.Charge(req, metadata=self._md(epoch), timeout=self._timeout)
+        )
+
+    async def close(self) -> None:
+        for ch in self._channels:
+            await ch.close(None)
