@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.core import Phase, SagaStatus, Transition, cancel, fold, record_reason, resume
+from engine.core import Phase, SagaStatus
 from engine.crashpoints import CRASH_POINTS, STEP_POINTS, CrashPoints
 from engine.definition import RetryPolicy, SagaDefinition, StepKind
-from engine.log import Change, NewSaga, SagaLog, SagaRecord
+from engine.log import NewSaga, SagaLog, SagaRecord
 from engine.memory_log import MemorySagaLog
+from engine.operations import cancel_saga, retry_saga
 from engine.runner import Runner, RunnerSettings
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
@@ -149,13 +150,7 @@ async def test_pivot_out_of_attempts_parks_then_resumes(log: SagaLog, world: Wor
     assert rec.status is SagaStatus.NEEDS_ATTENTION
     assert rec.reason is not None and "s2" in rec.reason
 
-    def retry(r: SagaRecord, ts: Sequence[Transition]) -> Change:
-        state = fold(h.defn, ts)
-        changes = tuple(resume(state))
-        after = fold(h.defn, [*ts, *changes])
-        return Change(changes, after.status, record_reason(after))
-
-    await log.change("s-1", retry, now_ms=h.clock.now, actor="op")
+    await retry_saga(log, {h.defn.name: h.defn}, "s-1", actor="op", now_ms=h.clock.now)
     runner = h.runner("c")
     await runner.start()
     assert await runner.claim_now() == 1
@@ -182,13 +177,7 @@ async def test_operator_cancel_before_the_pivot(log: SagaLog, world: World) -> N
     await runner.start_saga(NewSaga("s-1", h.defn.name, b"{}"))
     await asyncio.sleep(0.01)
 
-    def do_cancel(r: SagaRecord, ts: Sequence[Transition]) -> Change:
-        state = fold(h.defn, ts)
-        changes = tuple(cancel(h.defn, state, "cancelled_by_operator"))
-        after = fold(h.defn, [*ts, *changes])
-        return Change(changes, after.status, record_reason(after))
-
-    await log.change("s-1", do_cancel, now_ms=h.clock.now, actor="op")
+    await cancel_saga(log, {h.defn.name: h.defn}, "s-1", actor="op", now_ms=h.clock.now)
     world.faults = Faults()
     await asyncio.wait_for(runner.wait_idle(), 10)  # the old owner is fenced and drops it
     assert await runner.claim_now() == 1
