@@ -149,3 +149,28 @@ def test_busy_past_the_timeout_is_retryable(tmp_path: Path) -> None:
             writer.close()
     finally:
         holder.execute("ROLLBACK")
+
+
+def test_writer_is_shared_safely_by_threads(tmp_path: Path) -> None:
+    stats: list[BatchStats] = []
+    writer = Writer(DbConfig(tmp_path / "th.db"), MIGRATIONS, on_batch=stats.append)
+
+    def work(t: int) -> None:
+        for i in range(100):
+            key = f"t{t}-{i}"
+
+            def insert(conn: apsw.Connection, key: str = key) -> None:
+                conn.execute("INSERT INTO kv (k, v) VALUES (?, 1)", (key,))
+
+            writer.run_sync(insert, 10)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    writer.close()
+    assert sum(s.units for s in stats) == 800
+    assert len(stats) < 800, "units from different threads share commits"
+    check = open_connection(DbConfig(tmp_path / "th.db"))
+    assert check.execute("SELECT count(*) FROM kv").fetchall() == [(800,)]
