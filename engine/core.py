@@ -3,7 +3,8 @@ state decides what happens next. No I/O, no clock, no randomness, so every crash
 a unit test: whatever prefix of the log survived, `decide(fold(prefix))` is the way on.
 
 The rules, in order of precedence:
-- A finished or parked saga does nothing (an operator's RESUMED un-parks it).
+- A finished or parked saga does nothing (an operator's RESUMED un-parks it); one claimed
+  over and over without moving is parked.
 - Going forward, the first step not yet done is called again, whether it never ran or its
   outcome is unknown (intent logged, no outcome): participants are idempotent per
   (order, operation), so re-issuing is safe and returns the first answer.
@@ -142,6 +143,9 @@ class SagaState:
     park_reason: str | None = None
     finished: SagaStatus | None = None
     past_pivot: bool = False  # a pivot or retriable step's intent is logged
+    # Claims since the saga last moved: a saga whose every owner dies before it makes
+    # progress (a poison payload, say) is parked instead of claimed for ever.
+    stalled_claims: int = 0
 
     @property
     def status(self) -> SagaStatus:
@@ -168,10 +172,17 @@ def _with_step(state: SagaState, i: int, step: StepState) -> SagaState:
     return replace(state, steps=tuple(steps))
 
 
+_PROGRESS = frozenset({Phase.DONE, Phase.REFUSED, Phase.COMPENSATE, Phase.COMP_DONE, Phase.RESUMED})
+
+
 def evolve(defn: SagaDefinition, state: SagaState, t: Transition) -> SagaState:
     """The one mutator: the state after one more transition."""
     phase = t.phase
-    if phase in (Phase.CREATED, Phase.CLAIMED):
+    if phase is Phase.CLAIMED:
+        return replace(state, stalled_claims=state.stalled_claims + 1)
+    if phase in _PROGRESS and state.stalled_claims:
+        state = replace(state, stalled_claims=0)
+    if phase is Phase.CREATED:
         return state
     if phase is Phase.COMPENSATE:
         return replace(state, compensating=True, reason=t.error)
@@ -267,6 +278,8 @@ Next = Call | Compensate | StartCompensation | Park | Finish | Idle
 def decide(defn: SagaDefinition, state: SagaState) -> Next:
     if state.finished is not None or state.parked:
         return Idle()
+    if state.stalled_claims > defn.max_stalled_claims:
+        return Park(f"claimed {state.stalled_claims} times without progress")
     if state.compensating:
         return _next_compensation(defn, state)
     for i, (step, s) in enumerate(zip(defn.steps, state.steps, strict=True)):

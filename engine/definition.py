@@ -120,6 +120,8 @@ class Step:
 class SagaDefinition:
     name: str
     steps: tuple[Step, ...]
+    # Park a saga claimed this many times in a row without any step moving.
+    max_stalled_claims: int = 16
     index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

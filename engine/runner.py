@@ -251,15 +251,14 @@ class Runner:
 
     async def _drive(self, record: SagaRecord, transitions: Sequence[Transition]) -> None:
         defn = self.definitions.get(record.definition)
-        if defn is None:
-            log.error("saga %s: unknown definition %r; released", record.id, record.definition)
-            self._to_release.add(record.id)
-            return
         try:
+            if defn is None:
+                raise EngineError(f"unknown saga definition {record.definition!r}")
             saga = _Saga(record, defn, fold(defn, transitions))
         except EngineError as exc:
-            log.error("saga %s: cannot fold its log: %s; released", record.id, exc.message)
-            self._to_release.add(record.id)
+            # Nothing here can drive it; claiming it again would loop for ever. Park it
+            # where an operator will see it (a newer program may know what to do).
+            await self._park_unreadable(record, f"cannot drive: {exc.message}")
             return
         self._sagas[record.id] = saga
         try:
@@ -305,6 +304,21 @@ class Runner:
             compensation = isinstance(nxt, Compensate)
             assert isinstance(nxt, Call | Compensate)
             await self._attempts(saga, nxt.step, compensation)
+
+    async def _park_unreadable(self, record: SagaRecord, reason: str) -> None:
+        log.error("saga %s: %s; parked", record.id, reason)
+        try:
+            await self.log.append(
+                record.id,
+                record.epoch,
+                [Transition("", Phase.PARKED, record.epoch, reason, record.trace_id)],
+                status=SagaStatus.NEEDS_ATTENTION,
+                reason=reason,
+                now_ms=self._clock.now_ms(),
+            )
+        except EngineError as exc:
+            log.warning("saga %s: could not park it: %s", record.id, exc.message)
+            self._to_release.add(record.id)
 
     def _saga_fact(self, saga: _Saga, phase: Phase, error: str | None = None) -> Transition:
         # Saga-level facts carry the epoch as their attempt: unique per owner, so a saga

@@ -175,6 +175,15 @@ def test_cancel_only_before_the_pivot() -> None:
     assert info.value.code == "past_pivot"
 
 
+def test_a_saga_claimed_again_and_again_without_progress_parks() -> None:
+    claims = [t("", Phase.CLAIMED, n) for n in range(2, 2 + ORDER.max_stalled_claims)]
+    assert decide(ORDER, fold(ORDER, claims)) == Call(0, 1)
+    stalled = fold(ORDER, [*claims, t("", Phase.CLAIMED, 99)])
+    assert isinstance(decide(ORDER, stalled), Park)
+    moved = fold(ORDER, [*claims, t("s0", Phase.INTENT), t("s0", Phase.DONE), *claims])
+    assert decide(ORDER, moved) == Call(1, 1), "progress resets the count"
+
+
 def test_resume_needs_a_parked_saga() -> None:
     with pytest.raises(CannotChange):
         resume(fold(ORDER, []))

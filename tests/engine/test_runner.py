@@ -318,3 +318,20 @@ async def test_steps_past_their_timeout_are_retried(log: SagaLog, world: World) 
     assert rec.status is SagaStatus.COMPLETED
     ts = await log.transitions("s-1")
     assert any(t.phase is Phase.ERROR and "timed out" in (t.error or "") for t in ts)
+
+
+async def test_a_saga_nobody_here_can_drive_is_parked_not_looped(
+    log: SagaLog, world: World
+) -> None:
+    h = harness(log, world)
+    await log.create(NewSaga("ghost-1", "ghost", b"{}"), owner=None, lease_expires_ms=0, now_ms=1)
+    runner = h.runner("a")
+    await runner.start()
+    assert await runner.claim_now() == 1
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    await runner.stop()
+    rec = await log.get("ghost-1")
+    assert rec is not None
+    assert rec.status is SagaStatus.NEEDS_ATTENTION
+    assert rec.reason is not None
+    assert "unknown saga definition" in rec.reason
