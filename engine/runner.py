@@ -457,11 +457,13 @@ class Runner:
                 log.warning("lease heartbeat failed: %s", exc.message)
 
     async def _pump(self) -> None:
+        # Claim at once (recovery at start-up), then whenever capacity frees, a create was
+        # queued, or the poll interval passes.
         while not self._stopping:
+            await self.claim_now()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
             self._wake.clear()
-            await self.claim_now()
 
     async def claim_now(self) -> int:
         """Claim and start as many claimable sagas as there is room for; returns how many."""
@@ -481,10 +483,9 @@ class Runner:
             return 0
         for takeover in taken:
             self.adopt(takeover)
-        if taken:
-            self._hooks.claimed(len(taken))
-            if len(taken) == min(free, self.settings.claim_batch):
-                self._wake.set()  # there may be more waiting
+        self._hooks.claimed(len(taken))
+        if taken and len(taken) == min(free, self.settings.claim_batch):
+            self._wake.set()  # there may be more waiting
         return len(taken)
 
 

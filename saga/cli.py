@@ -7,6 +7,7 @@ mistake in one package cannot break another's command.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -28,14 +29,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def clear_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """A user's mistake (bad setting, unusable file) is one line on stderr, not a traceback."""
 
+    @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except EngineError as exc:
             fail(exc.message)
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
@@ -64,3 +64,12 @@ def service(name: str) -> None:
     from services.main import run_service
 
     run_service(name, os.environ)
+
+
+@main.command()
+@clear_errors
+def recovery() -> None:
+    """Run the recovery daemon: claim unfinished sagas nobody drives and finish them."""
+    from recovery.main import run_recovery
+
+    run_recovery(os.environ)

@@ -1,0 +1,83 @@
+"""The recovery daemon: a separate process that finds unfinished sagas nobody drives
+(their owner died, or a busy gateway queued them) and finishes them.
+
+It is the engine's normal road, nothing special: the runner's pump claims claimable
+sagas (oldest first, epoch bumped, a lease taken) at start-up and every
+`SAGA_RECOVERY_INTERVAL_S`, and drives each with the same definitions and the same
+write-ahead rules as the gateway. Two daemons share the work through leases; killing one
+mid-recovery is just another crash that the other (or its restart) recovers from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from engine.config import format_addr
+from engine.errors import EngineError
+from engine.metrics import SagaMetrics
+from engine.runner import Runner, RunnerSettings, SystemClock, new_owner_id
+from engine.sqlite import DbConfig
+from engine.sqlite_log import SqliteSagaLog
+from gateway.order_saga import order_saga
+from gateway.participants import Participants
+from recovery.settings import RecoverySettings
+
+__all__ = ["serve"]
+
+log = logging.getLogger("saga.recovery")
+
+
+async def serve(settings: RecoverySettings, stop: asyncio.Event) -> None:
+    """Run until `stop` is set, then drain and hand unfinished sagas back."""
+    registry = CollectorRegistry()
+    metrics = SagaMetrics(registry, recovery=True)
+    host, port = settings.metrics_addr
+    try:
+        server, thread = start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        raise EngineError(
+            f"cannot serve metrics on {format_addr(settings.metrics_addr)}: {exc.strerror}"
+        ) from exc
+    saga_log = SqliteSagaLog.open(
+        DbConfig(settings.log_path, synchronous=settings.synchronous), on_batch=metrics.on_batch
+    )
+    participants = Participants(settings.services)
+    clock = SystemClock()
+    runner = Runner(
+        saga_log,
+        [order_saga(participants)],
+        RunnerSettings(
+            owner=new_owner_id("recovery"),
+            lease_s=settings.lease_s,
+            capacity=settings.concurrency,
+            poll_s=settings.interval_s,
+            drain_s=settings.drain_s,
+        ),
+        clock=clock,
+        hooks=metrics,
+        crash=settings.crash,
+    )
+    log.info(
+        "recovery daemon scanning %s every %.1fs (metrics on %s)",
+        settings.log_path,
+        settings.interval_s,
+        format_addr(settings.metrics_addr),
+    )
+    try:
+        await runner.start()
+        while not stop.is_set():
+            with contextlib.suppress(EngineError):
+                await metrics.sample(saga_log, clock.now_ms())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(settings.interval_s, 5.0))
+    finally:
+        await runner.stop()
+        await participants.close()
+        await saga_log.close()
+        server.shutdown()
+        thread.join(timeout=2)
+        log.info("recovery daemon stopped")

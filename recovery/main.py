@@ -1,0 +1,27 @@
+"""Entry point of `saga recovery`: settings from the environment, signals, the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+
+from recovery.daemon import serve
+from recovery.settings import RecoverySettings
+
+__all__ = ["run_recovery"]
+
+
+def run_recovery(env: Mapping[str, str]) -> None:
+    settings = RecoverySettings.from_env(env)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
