@@ -61,6 +61,7 @@ from engine.definition import Done, SagaDefinition, Step, StepContext
 from engine.errors import EngineError, StaleEpoch
 from engine.hooks import Hooks, NullHooks
 from engine.log import CreateResult, NewSaga, SagaLog, SagaRecord, Takeover
+from engine.logs import SAGA_ID
 
 __all__ = ["Clock", "Runner", "RunnerSettings", "SystemClock", "new_owner_id"]
 
@@ -250,6 +251,7 @@ class Runner:
     # ---- the drive loop ------------------------------------------------------------------
 
     async def _drive(self, record: SagaRecord, transitions: Sequence[Transition]) -> None:
+        SAGA_ID.set(record.id)  # this task's log lines name the saga
         defn = self.definitions.get(record.definition)
         try:
             if defn is None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import Mapping
 
+from engine.logs import configure_logging
 from recovery.daemon import serve
 from recovery.settings import RecoverySettings
 
@@ -15,7 +15,7 @@ __all__ = ["run_recovery"]
 
 def run_recovery(env: Mapping[str, str]) -> None:
     settings = RecoverySettings.from_env(env)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("recovery")
 
     async def main() -> None:
         stop = asyncio.Event()
