@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/inventory/v1/inventory.proto\x12\x0cinventory.v1\"1\n\tStockItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"J\n\x0eReserveRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12&\n\x05items\x18\x02 \x03(\x0b\x32\x17.inventory.v1.StockItem\"2\n\x0fReserveResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0eReleaseRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"\"\n\x0fReleaseResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"&\n\x0fGetStockRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"\x86\x01\n\x10GetStockResponse\x12@\n\tavailable\x18\x01 \x03(\x0b\x32-.inventory.v1.GetStockResponse.AvailableEntry\x1a\x30\n\x0e\x41vailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\")\n\x15GetReservationRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"o\n\x16GetReservationResponse\x12-\n\x05state\x18\x01 \x01(\x0e\x32\x1e.inventory.v1.ReservationState\x12&\n\x05items\x18\x02 \x03(\x0b\x32\x17.inventory.v1.StockItem*\x8e\x01\n\x10ReservationState\x12\x1a\n\x16RESERVATION_STATE_NONE\x10\x00\x12\x1e\n\x1aRESERVATION_STATE_RESERVED\x10\x01\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x02\x12\x1e\n\x1aRESERVATION_STATE_REJECTED\x10\x03\x32\xc3\x02\n\tInventory\x12\x46\n\x07Reserve\x12\x1c.inventory.v1.ReserveRequest\x1a\x1d.inventory.v1.ReserveResponse\x12\x46\n\x07Release\x12\x1c.inventory.v1.ReleaseRequest\x1a\x1d.inventory.v1.ReleaseResponse\x12I\n\x08GetStock\x12\x1d.inventory.v1.GetStockRequest\x1a\x1e.inventory.v1.GetStockResponse\x12[\n\x0eGetReservation\x12#.inventory.v1.GetReservationRequest\x1a$.inventory.v1.GetReservationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/inventory/v1/inventory.proto\x12\x0cinventory.v1\"1\n\tStockItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"J\n\x0eReserveRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12&\n\x05items\x18\x02 \x03(\x0b\x32\x17.inventory.v1.StockItem\"2\n\x0fReserveResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0eReleaseRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"\"\n\x0fReleaseResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"&\n\x0fGetStockRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"\xe5\x02\n\x10GetStockResponse\x12@\n\tavailable\x18\x01 \x03(\x0b\x32-.inventory.v1.GetStockResponse.AvailableEntry\x12<\n\x07initial\x18\x02 \x03(\x0b\x32+.inventory.v1.GetStockResponse.InitialEntry\x12>\n\x08reserved\x18\x03 \x03(\x0b\x32,.inventory.v1.GetStockResponse.ReservedEntry\x1a\x30\n\x0e\x41vailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a.\n\x0cInitialEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a/\n\rReservedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\")\n\x15GetReservationRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"\x7f\n\x16GetReservationResponse\x12-\n\x05state\x18\x01 \x01(\x0e\x32\x1e.inventory.v1.ReservationState\x12&\n\x05items\x18\x02 \x03(\x0b\x32\x17.inventory.v1.StockItem\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x86\x01\n\x0bReservation\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.inventory.v1.ReservationState\x12&\n\x05items\x18\x03 \x03(\x0b\x32\x17.inventory.v1.StockItem\x12\x0e\n\x06reason\x18\x04 \x01(\t\"@\n\x17ListReservationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"d\n\x18ListReservationsResponse\x12/\n\x0creservations\x18\x01 \x03(\x0b\x32\x19.inventory.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8e\x01\n\x10ReservationState\x12\x1a\n\x16RESERVATION_STATE_NONE\x10\x00\x12\x1e\n\x1aRESERVATION_STATE_RESERVED\x10\x01\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x02\x12\x1e\n\x1aRESERVATION_STATE_REJECTED\x10\x03\x32\xa6\x03\n\tInventory\x12\x46\n\x07Reserve\x12\x1c.inventory.v1.ReserveRequest\x1a\x1d.inventory.v1.ReserveResponse\x12\x46\n\x07Release\x12\x1c.inventory.v1.ReleaseRequest\x1a\x1d.inventory.v1.ReleaseResponse\x12I\n\x08GetStock\x12\x1d.inventory.v1.GetStockRequest\x1a\x1e.inventory.v1.GetStockResponse\x12[\n\x0eGetReservation\x12#.inventory.v1.GetReservationRequest\x1a$.inventory.v1.GetReservationResponse\x12\x61\n\x10ListReservations\x12%.inventory.v1.ListReservationsRequest\x1a&.inventory.v1.ListReservationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETSTOCKRESPONSE_AVAILABLEENTRY']._loaded_options = None
   _globals['_GETSTOCKRESPONSE_AVAILABLEENTRY']._serialized_options = b'8\001'
-  _globals['_RESERVATIONSTATE']._serialized_start=637
-  _globals['_RESERVATIONSTATE']._serialized_end=779
+  _globals['_GETSTOCKRESPONSE_INITIALENTRY']._loaded_options = None
+  _globals['_GETSTOCKRESPONSE_INITIALENTRY']._serialized_options = b'8\001'
+  _globals['_GETSTOCKRESPONSE_RESERVEDENTRY']._loaded_options = None
+  _globals['_GETSTOCKRESPONSE_RESERVEDENTRY']._serialized_options = b'8\001'
+  _globals['_RESERVATIONSTATE']._serialized_start=1181
+  _globals['_RESERVATIONSTATE']._serialized_end=1323
   _globals['_STOCKITEM']._serialized_start=52
   _globals['_STOCKITEM']._serialized_end=101
   _globals['_RESERVEREQUEST']._serialized_start=103
@@ -48,13 +52,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTOCKREQUEST']._serialized_start=303
   _globals['_GETSTOCKREQUEST']._serialized_end=341
   _globals['_GETSTOCKRESPONSE']._serialized_start=344
-  _globals['_GETSTOCKRESPONSE']._serialized_end=478
-  _globals['_GETSTOCKRESPONSE_AVAILABLEENTRY']._serialized_start=430
-  _globals['_GETSTOCKRESPONSE_AVAILABLEENTRY']._serialized_end=478
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=480
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=521
-  _globals['_GETRESERVATIONRESPONSE']._serialized_start=523
-  _globals['_GETRESERVATIONRESPONSE']._serialized_end=634
-  _globals['_INVENTORY']._serialized_start=782
-  _globals['_INVENTORY']._serialized_end=1105
+  _globals['_GETSTOCKRESPONSE']._serialized_end=701
+  _globals['_GETSTOCKRESPONSE_AVAILABLEENTRY']._serialized_start=556
+  _globals['_GETSTOCKRESPONSE_AVAILABLEENTRY']._serialized_end=604
+  _globals['_GETSTOCKRESPONSE_INITIALENTRY']._serialized_start=606
+  _globals['_GETSTOCKRESPONSE_INITIALENTRY']._serialized_end=652
+  _globals['_GETSTOCKRESPONSE_RESERVEDENTRY']._serialized_start=654
+  _globals['_GETSTOCKRESPONSE_RESERVEDENTRY']._serialized_end=701
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=703
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=744
+  _globals['_GETRESERVATIONRESPONSE']._serialized_start=746
+  _globals['_GETRESERVATIONRESPONSE']._serialized_end=873
+  _globals['_RESERVATION']._serialized_start=876
+  _globals['_RESERVATION']._serialized_end=1010
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=1012
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=1076
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=1078
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=1178
+  _globals['_INVENTORY']._serialized_start=1326
+  _globals['_INVENTORY']._serialized_end=1748
 # @@protoc_insertion_point(module_scope)

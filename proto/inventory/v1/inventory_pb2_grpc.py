@@ -54,6 +54,11 @@ class InventoryStub:
                 request_serializer=proto_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationRequest.SerializeToString,
                 response_deserializer=proto_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationResponse.FromString,
                 _registered_method=True)
+        self.ListReservations = channel.unary_unary(
+                '/inventory.v1.Inventory/ListReservations',
+                request_serializer=proto_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsRequest.SerializeToString,
+                response_deserializer=proto_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServicer:
@@ -87,6 +92,14 @@ class InventoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReservations(self, request, context):
+        """ListReservations: every reservation, ordered by order id, a page at a time (read-only,
+        for audits).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +122,11 @@ def add_InventoryServicer_to_server(servicer, server):
                     servicer.GetReservation,
                     request_deserializer=proto_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationRequest.FromString,
                     response_serializer=proto_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationResponse.SerializeToString,
+            ),
+            'ListReservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReservations,
+                    request_deserializer=proto_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsRequest.FromString,
+                    response_serializer=proto_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +237,33 @@ class Inventory:
             '/inventory.v1.Inventory/GetReservation',
             proto_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationRequest.SerializeToString,
             proto_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inventory.v1.Inventory/ListReservations',
+            proto_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsRequest.SerializeToString,
+            proto_dot_inventory_dot_v1_dot_inventory__pb2.ListReservationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class InventoryStub:
     """GetStock: available stock by product (read-only)."""
     GetReservation: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.GetReservationRequest, _inventory_pb2.GetReservationResponse]
     """GetReservation: an order's reservation (read-only)."""
+    ListReservations: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListReservationsRequest, _inventory_pb2.ListReservationsResponse]
+    """ListReservations: every reservation, ordered by order id, a page at a time (read-only,
+    for audits).
+    """
 
 @_typing.type_check_only
 class InventoryAsyncStub(InventoryStub):
@@ -53,6 +57,10 @@ class InventoryAsyncStub(InventoryStub):
     """GetStock: available stock by product (read-only)."""
     GetReservation: _aio.UnaryUnaryMultiCallable[_inventory_pb2.GetReservationRequest, _inventory_pb2.GetReservationResponse]  # type: ignore[assignment]
     """GetReservation: an order's reservation (read-only)."""
+    ListReservations: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListReservationsRequest, _inventory_pb2.ListReservationsResponse]  # type: ignore[assignment]
+    """ListReservations: every reservation, ordered by order id, a page at a time (read-only,
+    for audits).
+    """
 
 class InventoryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -86,5 +94,15 @@ class InventoryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.GetReservationResponse, _abc.Awaitable[_inventory_pb2.GetReservationResponse]]:
         """GetReservation: an order's reservation (read-only)."""
+
+    @_abc_1.abstractmethod
+    def ListReservations(
+        self,
+        request: _inventory_pb2.ListReservationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ListReservationsResponse, _abc.Awaitable[_inventory_pb2.ListReservationsResponse]]:
+        """ListReservations: every reservation, ordered by order id, a page at a time (read-only,
+        for audits).
+        """
 
 def add_InventoryServicer_to_server(servicer: InventoryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

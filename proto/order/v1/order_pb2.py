@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/order/v1/order.proto\x12\x08order.v1\"K\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\x97\x01\n\tOrderInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\"\n\x05items\x18\x03 \x03(\x0b\x32\x13.order.v1.OrderItem\x12 \n\x06status\x18\x04 \x01(\x0e\x32\x10.order.v1.Status\x12\x13\n\x0btotal_cents\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"Y\n\x12\x43reateOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\"\n\x05items\x18\x03 \x03(\x0b\x32\x13.order.v1.OrderItem\"9\n\x13\x43reateOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.order.v1.OrderInfo\"\x1d\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10GetOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.order.v1.OrderInfo\"X\n\x18UpdateOrderStatusRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12 \n\x06status\x18\x02 \x01(\x0e\x32\x10.order.v1.Status\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\x19UpdateOrderStatusResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08*3\n\x06Status\x12\x0b\n\x07PENDING\x10\x00\x12\r\n\tCONFIRMED\x10\x01\x12\r\n\tCANCELLED\x10\x02\x32\xf4\x01\n\x05Order\x12J\n\x0b\x43reateOrder\x12\x1c.order.v1.CreateOrderRequest\x1a\x1d.order.v1.CreateOrderResponse\x12\x41\n\x08GetOrder\x12\x19.order.v1.GetOrderRequest\x1a\x1a.order.v1.GetOrderResponse\x12\\\n\x11UpdateOrderStatus\x12\".order.v1.UpdateOrderStatusRequest\x1a#.order.v1.UpdateOrderStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/order/v1/order.proto\x12\x08order.v1\"K\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\x97\x01\n\tOrderInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\"\n\x05items\x18\x03 \x03(\x0b\x32\x13.order.v1.OrderItem\x12 \n\x06status\x18\x04 \x01(\x0e\x32\x10.order.v1.Status\x12\x13\n\x0btotal_cents\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"Y\n\x12\x43reateOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\"\n\x05items\x18\x03 \x03(\x0b\x32\x13.order.v1.OrderItem\"9\n\x13\x43reateOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.order.v1.OrderInfo\"\x1d\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x10GetOrderResponse\x12\"\n\x05order\x18\x01 \x01(\x0b\x32\x13.order.v1.OrderInfo\"X\n\x18UpdateOrderStatusRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12 \n\x06status\x18\x02 \x01(\x0e\x32\x10.order.v1.Status\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\x19UpdateOrderStatusResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\":\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListOrdersResponse\x12#\n\x06orders\x18\x01 \x03(\x0b\x32\x13.order.v1.OrderInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*3\n\x06Status\x12\x0b\n\x07PENDING\x10\x00\x12\r\n\tCONFIRMED\x10\x01\x12\r\n\tCANCELLED\x10\x02\x32\xbd\x02\n\x05Order\x12J\n\x0b\x43reateOrder\x12\x1c.order.v1.CreateOrderRequest\x1a\x1d.order.v1.CreateOrderResponse\x12\x41\n\x08GetOrder\x12\x19.order.v1.GetOrderRequest\x1a\x1a.order.v1.GetOrderResponse\x12\\\n\x11UpdateOrderStatus\x12\".order.v1.UpdateOrderStatusRequest\x1a#.order.v1.UpdateOrderStatusResponse\x12G\n\nListOrders\x12\x1b.order.v1.ListOrdersRequest\x1a\x1c.order.v1.ListOrdersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.order.v1.order_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUS']._serialized_start=644
-  _globals['_STATUS']._serialized_end=695
+  _globals['_STATUS']._serialized_start=788
+  _globals['_STATUS']._serialized_end=839
   _globals['_ORDERITEM']._serialized_start=40
   _globals['_ORDERITEM']._serialized_end=115
   _globals['_ORDERINFO']._serialized_start=118
@@ -49,6 +49,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEORDERSTATUSREQUEST']._serialized_end=596
   _globals['_UPDATEORDERSTATUSRESPONSE']._serialized_start=598
   _globals['_UPDATEORDERSTATUSRESPONSE']._serialized_end=642
-  _globals['_ORDER']._serialized_start=698
-  _globals['_ORDER']._serialized_end=942
+  _globals['_LISTORDERSREQUEST']._serialized_start=644
+  _globals['_LISTORDERSREQUEST']._serialized_end=702
+  _globals['_LISTORDERSRESPONSE']._serialized_start=704
+  _globals['_LISTORDERSRESPONSE']._serialized_end=786
+  _globals['_ORDER']._serialized_start=842
+  _globals['_ORDER']._serialized_end=1159
 # @@protoc_insertion_point(module_scope)

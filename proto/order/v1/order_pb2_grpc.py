@@ -49,6 +49,11 @@ class OrderStub:
                 request_serializer=proto_dot_order_dot_v1_dot_order__pb2.UpdateOrderStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_order_dot_v1_dot_order__pb2.UpdateOrderStatusResponse.FromString,
                 _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/order.v1.Order/ListOrders',
+                request_serializer=proto_dot_order_dot_v1_dot_order__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=proto_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServicer:
@@ -73,6 +78,13 @@ class OrderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOrders(self, request, context):
+        """ListOrders: every order, ordered by id, a page at a time (read-only, for audits).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +102,11 @@ def add_OrderServicer_to_server(servicer, server):
                     servicer.UpdateOrderStatus,
                     request_deserializer=proto_dot_order_dot_v1_dot_order__pb2.UpdateOrderStatusRequest.FromString,
                     response_serializer=proto_dot_order_dot_v1_dot_order__pb2.UpdateOrderStatusResponse.SerializeToString,
+            ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=proto_dot_order_dot_v1_dot_order__pb2.ListOrdersRequest.FromString,
+                    response_serializer=proto_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +190,33 @@ class Order:
             '/order.v1.Order/UpdateOrderStatus',
             proto_dot_order_dot_v1_dot_order__pb2.UpdateOrderStatusRequest.SerializeToString,
             proto_dot_order_dot_v1_dot_order__pb2.UpdateOrderStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/order.v1.Order/ListOrders',
+            proto_dot_order_dot_v1_dot_order__pb2.ListOrdersRequest.SerializeToString,
+            proto_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

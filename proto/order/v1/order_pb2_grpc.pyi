@@ -37,6 +37,8 @@ class OrderStub:
     GetOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.GetOrderRequest, _order_pb2.GetOrderResponse]
     """GetOrder answers NOT_FOUND for an unknown id (read-only)."""
     UpdateOrderStatus: _grpc.UnaryUnaryMultiCallable[_order_pb2.UpdateOrderStatusRequest, _order_pb2.UpdateOrderStatusResponse]
+    ListOrders: _grpc.UnaryUnaryMultiCallable[_order_pb2.ListOrdersRequest, _order_pb2.ListOrdersResponse]
+    """ListOrders: every order, ordered by id, a page at a time (read-only, for audits)."""
 
 @_typing.type_check_only
 class OrderAsyncStub(OrderStub):
@@ -45,6 +47,8 @@ class OrderAsyncStub(OrderStub):
     GetOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.GetOrderRequest, _order_pb2.GetOrderResponse]  # type: ignore[assignment]
     """GetOrder answers NOT_FOUND for an unknown id (read-only)."""
     UpdateOrderStatus: _aio.UnaryUnaryMultiCallable[_order_pb2.UpdateOrderStatusRequest, _order_pb2.UpdateOrderStatusResponse]  # type: ignore[assignment]
+    ListOrders: _aio.UnaryUnaryMultiCallable[_order_pb2.ListOrdersRequest, _order_pb2.ListOrdersResponse]  # type: ignore[assignment]
+    """ListOrders: every order, ordered by id, a page at a time (read-only, for audits)."""
 
 class OrderServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -68,5 +72,13 @@ class OrderServicer(metaclass=_abc_1.ABCMeta):
         request: _order_pb2.UpdateOrderStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_pb2.UpdateOrderStatusResponse, _abc.Awaitable[_order_pb2.UpdateOrderStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListOrders(
+        self,
+        request: _order_pb2.ListOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.ListOrdersResponse, _abc.Awaitable[_order_pb2.ListOrdersResponse]]:
+        """ListOrders: every order, ordered by id, a page at a time (read-only, for audits)."""
 
 def add_OrderServicer_to_server(servicer: OrderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/payment/v1/payment.proto\x12\npayment.v1\"L\n\rChargeRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\"1\n\x0e\x43hargeResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\rRefundRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"!\n\x0eRefundResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"%\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"S\n\x12GetPaymentResponse\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.payment.v1.PaymentState\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03*y\n\x0cPaymentState\x12\x16\n\x12PAYMENT_STATE_NONE\x10\x00\x12\x19\n\x15PAYMENT_STATE_CHARGED\x10\x01\x12\x1a\n\x16PAYMENT_STATE_REFUNDED\x10\x02\x12\x1a\n\x16PAYMENT_STATE_DECLINED\x10\x03\x32\xd8\x01\n\x07Payment\x12?\n\x06\x43harge\x12\x19.payment.v1.ChargeRequest\x1a\x1a.payment.v1.ChargeResponse\x12?\n\x06Refund\x12\x19.payment.v1.RefundRequest\x1a\x1a.payment.v1.RefundResponse\x12K\n\nGetPayment\x12\x1d.payment.v1.GetPaymentRequest\x1a\x1e.payment.v1.GetPaymentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/payment/v1/payment.proto\x12\npayment.v1\"L\n\rChargeRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\"1\n\x0e\x43hargeResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\rRefundRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"!\n\x0eRefundResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\"%\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"c\n\x12GetPaymentResponse\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.payment.v1.PaymentState\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x85\x01\n\rPaymentRecord\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.payment.v1.PaymentState\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListPaymentsResponse\x12+\n\x08payments\x18\x01 \x03(\x0b\x32\x19.payment.v1.PaymentRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*y\n\x0cPaymentState\x12\x16\n\x12PAYMENT_STATE_NONE\x10\x00\x12\x19\n\x15PAYMENT_STATE_CHARGED\x10\x01\x12\x1a\n\x16PAYMENT_STATE_REFUNDED\x10\x02\x12\x1a\n\x16PAYMENT_STATE_DECLINED\x10\x03\x32\xab\x02\n\x07Payment\x12?\n\x06\x43harge\x12\x19.payment.v1.ChargeRequest\x1a\x1a.payment.v1.ChargeResponse\x12?\n\x06Refund\x12\x19.payment.v1.RefundRequest\x1a\x1a.payment.v1.RefundResponse\x12K\n\nGetPayment\x12\x1d.payment.v1.GetPaymentRequest\x1a\x1e.payment.v1.GetPaymentResponse\x12Q\n\x0cListPayments\x12\x1f.payment.v1.ListPaymentsRequest\x1a .payment.v1.ListPaymentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.payment.v1.payment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATE']._serialized_start=369
-  _globals['_PAYMENTSTATE']._serialized_end=490
+  _globals['_PAYMENTSTATE']._serialized_start=677
+  _globals['_PAYMENTSTATE']._serialized_end=798
   _globals['_CHARGEREQUEST']._serialized_start=46
   _globals['_CHARGEREQUEST']._serialized_end=122
   _globals['_CHARGERESPONSE']._serialized_start=124
@@ -44,7 +44,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPAYMENTREQUEST']._serialized_start=245
   _globals['_GETPAYMENTREQUEST']._serialized_end=282
   _globals['_GETPAYMENTRESPONSE']._serialized_start=284
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=367
-  _globals['_PAYMENT']._serialized_start=493
-  _globals['_PAYMENT']._serialized_end=709
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=383
+  _globals['_PAYMENTRECORD']._serialized_start=386
+  _globals['_PAYMENTRECORD']._serialized_end=519
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=521
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=581
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=583
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=675
+  _globals['_PAYMENT']._serialized_start=801
+  _globals['_PAYMENT']._serialized_end=1100
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,10 @@ class PaymentStub:
     """Refund gives a charge back; before any Charge it leaves a tombstone."""
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.GetPaymentResponse]
     """GetPayment: an order's payment (read-only)."""
+    ListPayments: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]
+    """ListPayments: every payment, ordered by order id, a page at a time (read-only, for
+    audits).
+    """
 
 @_typing.type_check_only
 class PaymentAsyncStub(PaymentStub):
@@ -49,6 +53,10 @@ class PaymentAsyncStub(PaymentStub):
     """Refund gives a charge back; before any Charge it leaves a tombstone."""
     GetPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.GetPaymentResponse]  # type: ignore[assignment]
     """GetPayment: an order's payment (read-only)."""
+    ListPayments: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]  # type: ignore[assignment]
+    """ListPayments: every payment, ordered by order id, a page at a time (read-only, for
+    audits).
+    """
 
 class PaymentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -74,5 +82,15 @@ class PaymentServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.GetPaymentResponse, _abc.Awaitable[_payment_pb2.GetPaymentResponse]]:
         """GetPayment: an order's payment (read-only)."""
+
+    @_abc_1.abstractmethod
+    def ListPayments(
+        self,
+        request: _payment_pb2.ListPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListPaymentsResponse, _abc.Awaitable[_payment_pb2.ListPaymentsResponse]]:
+        """ListPayments: every payment, ordered by order id, a page at a time (read-only, for
+        audits).
+        """
 
 def add_PaymentServicer_to_server(servicer: PaymentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
