@@ -1,11 +1,37 @@
-"""Entry point of `saga service NAME` (the servers land with the services)."""
+"""Entry point of `saga service NAME`: settings from the environment, then serve."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 
-from engine.errors import EngineError
+from services.common.server import ServiceSpec, serve
+from services.settings import ServiceName, ServiceSettings
+
+__all__ = ["run_service", "spec_for"]
+
+
+def spec_for(settings: ServiceSettings) -> ServiceSpec:
+    # Imported here so that one service does not load the others' modules.
+    if settings.name is ServiceName.INVENTORY:
+        from services.inventory import servicer as inventory
+
+        return inventory.spec(settings)
+    if settings.name is ServiceName.PAYMENT:
+        from services.payment import servicer as payment
+
+        return payment.spec(settings)
+    from services.order import servicer as order
+
+    return order.spec(settings)
 
 
 def run_service(name: str, env: Mapping[str, str]) -> None:
-    raise EngineError(f"the {name} service is not built yet")
+    """Run one service until SIGTERM/SIGINT. A bad setting, an unusable ledger or a taken
+    address raises an EngineError, which the CLI prints as one line."""
+    settings = ServiceSettings.from_env(name, env)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s {name}: %(name)s: %(message)s"
+    )
+    asyncio.run(serve(spec_for(settings), settings))

@@ -1,0 +1,159 @@
+"""Server bootstrap shared by the three services: one lifespan that owns start-up and
+shutdown.
+
+Start-up: open the ledger (migrate, then the service's `prepare` unit, e.g. seeding stock),
+build the grpc.aio server with the service's servicer and grpc's health service, bind the
+address, start, and only then report SERVING. Shutdown (SIGTERM or SIGINT): the handler
+only sets a flag; the lifespan then reports NOT_SERVING, stops the server with a grace
+period for calls in flight, and closes the ledger after its queued writes are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import apsw
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+
+from engine.config import Address, format_addr
+from services.common.edge import Edge
+from services.common.errors import ListenError
+from services.common.faults import FaultInjector, FaultPlan
+from services.common.store import LedgerStore
+from services.settings import ServiceSettings
+
+__all__ = ["RunningService", "ServiceSpec", "serve", "start"]
+
+log = logging.getLogger(__name__)
+
+
+class Health(Protocol):
+    """grpc's asyncio health servicer (its stubs lack the aio module)."""
+
+    async def set(
+        self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus
+    ) -> None: ...
+
+    async def enter_graceful_shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """What makes one service: its ledger schema, its servicers, its start-up unit."""
+
+    name: str
+    migrations: Sequence[str]
+    service_names: tuple[str, ...]  # full gRPC names, reported to the health service
+    register: Callable[[grpc.aio.Server, Edge], None]
+    prepare: Callable[[apsw.Connection], object] | None = None  # one write unit at start
+
+
+@dataclass(slots=True)
+class RunningService:
+    spec: ServiceSpec
+    settings: ServiceSettings
+    server: grpc.aio.Server
+    health: Health
+    store: LedgerStore
+    port: int
+
+    @property
+    def address(self) -> str:
+        return format_addr((self.settings.addr[0], self.port))
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, then stop taking calls (waiting `grace_s` for those in flight),
+        then close the ledger once its queued writes are durable."""
+        try:
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(self.settings.grace_s if grace_s is None else grace_s)
+        finally:
+            await asyncio.to_thread(self.store.close)
+
+
+async def start(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
+    """Open the ledger and start serving; raises EngineError subclasses for a bad ledger
+    file (StorageError, MigrationError, LedgerOpenError) or address (ListenError)."""
+    store = await asyncio.to_thread(
+        LedgerStore, settings.db, spec.migrations, name=f"{spec.name}-ledger"
+    )
+    try:
+        if spec.prepare is not None:
+            await store.write(spec.prepare)
+        # SO_REUSEPORT is grpc's default on Linux: without turning it off a second service
+        # on the same port would start "fine" and share the traffic of the first.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        spec.register(server, Edge(store, FaultInjector(settings.faults)))
+        health: Health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        port = _bind(server, settings.addr, spec.name)
+        await server.start()
+    except BaseException:
+        await asyncio.to_thread(store.close)
+        raise
+    for name in ("", *spec.service_names):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningService(spec, settings, server, health, store, port)
+
+
+def _bind(server: grpc.aio.Server, addr: Address, name: str) -> int:
+    target = format_addr(addr)
+    try:
+        port = server.add_insecure_port(target)
+    except RuntimeError:
+        port = 0
+    if port <= 0:  # grpc answers 0 (or raises) when it cannot bind
+        raise ListenError(f"cannot listen on {target} for the {name} service: {_why_not(addr)}")
+    return port
+
+
+def _why_not(addr: Address) -> str:
+    """grpc says only that binding failed; ask the OS the reason for the error message."""
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind(addr)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "the address cannot be bound"
+
+
+async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    _warn_if_faults(settings.faults, spec.name)
+    running = await start(spec, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"{spec.name} serving on {running.address} (ledger {settings.ledger_path})", flush=True)
+    try:
+        await stop.wait()
+        log.info("%s: stopping (grace %.1fs)", spec.name, settings.grace_s)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)
+        await running.stop()
+    log.info("%s: stopped", spec.name)
+
+
+def _warn_if_faults(plan: FaultPlan, name: str) -> None:
+    if plan.active:
+        log.warning(
+            "!!! %s: FAULT INJECTION IS ON (SAGA_ENV=test): faults %s; x-test-fault metadata "
+            "honoured. Never run this in production. !!!",
+            name,
+            plan.describe(),
+        )

@@ -1,0 +1,76 @@
+"""The one table from the services' errors to gRPC status codes, and the decorator that
+applies it to every servicer method.
+
+A handled error answers its status code with the error's message as the details and its
+stable `code` in the `x-saga-error` trailing metadata. Storage trouble is UNAVAILABLE (the
+caller retries), never INTERNAL with a traceback; only a real bug is INTERNAL, and it is
+logged here with its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, TypeVar
+
+import grpc
+import grpc.aio
+
+from engine.errors import EngineError, StorageError
+from services.common.errors import (
+    ConflictingRepeat,
+    InjectedFault,
+    InvalidArgument,
+    NotFound,
+    StaleEpoch,
+)
+
+__all__ = ["ERROR_KEY", "STATUS_BY_ERROR", "rpc", "status_for"]
+
+log = logging.getLogger(__name__)
+
+ERROR_KEY: Final = "x-saga-error"
+
+STATUS_BY_ERROR: Final[tuple[tuple[type[EngineError], grpc.StatusCode], ...]] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (StaleEpoch, grpc.StatusCode.ABORTED),
+    (ConflictingRepeat, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (InjectedFault, grpc.StatusCode.UNAVAILABLE),
+    (StorageError, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode | None:
+    for kind, code in STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], Coroutine[Any, Any, Resp]]
+
+
+def rpc(method: Handler[S, Req, Resp]) -> Handler[S, Req, Resp]:
+    """Wrap a servicer method: errors of the table become their status code."""
+
+    @functools.wraps(method)
+    async def handler(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except EngineError as exc:
+            code = status_for(exc)
+            if code is None:
+                raise
+            if code is grpc.StatusCode.UNAVAILABLE:
+                log.warning("%s: %s", method.__name__, exc.message)
+            message = exc.message
+            if isinstance(exc, StorageError):
+                message = f"the ledger is unavailable, retry later: {exc.message}"
+            await context.abort(code, message, ((ERROR_KEY, exc.code),))
+
+    return handler
