@@ -4,10 +4,10 @@ grpc.aio server of one service on a free port with a real channel to it."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import apsw
 import grpc
@@ -61,3 +61,13 @@ async def serving(
 
 def epoch(value: int | str) -> tuple[tuple[str, str], ...]:
     return (("x-saga-epoch", str(value)),)
+
+
+def saga_error(err: grpc.aio.AioRpcError) -> str | None:
+    """The `x-saga-error` code a service sent with an error status."""
+    # grpc's stubs disagree with grpc.aio here: at run time this iterates as (key, value).
+    pairs = cast(Iterable[tuple[str, str | bytes]], err.trailing_metadata() or ())
+    for key, value in pairs:
+        if key == "x-saga-error":
+            return value.decode() if isinstance(value, bytes) else value
+    return None
