@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -109,24 +110,40 @@ async def start(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
 
 def _bind(server: grpc.aio.Server, addr: Address, name: str) -> int:
     target = format_addr(addr)
-    try:
-        port = server.add_insecure_port(target)
-    except RuntimeError:
-        port = 0
-    if port <= 0:  # grpc answers 0 (or raises) when it cannot bind
-        raise ListenError(f"cannot listen on {target} for the {name} service: {_why_not(addr)}")
-    return port
+    reason = _unbindable(addr) if addr[1] != 0 else None
+    if reason is None:
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError:
+            port = 0
+        if port > 0:
+            return port
+        reason = "the address cannot be bound"  # grpc answers 0 (or raises) and says no more
+    raise ListenError(f"cannot listen on {target} for the {name} service: {reason}")
 
 
-def _why_not(addr: Address) -> str:
-    """grpc says only that binding failed; ask the OS the reason for the error message."""
-    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+def _unbindable(addr: Address) -> str | None:
+    """Ask the OS first whether the address can be bound, so that a taken port is one
+    clear error: grpc only says that binding failed (and logs a line of its own)."""
+    host, port = addr
     try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind(addr)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return "the address cannot be bound"
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r} ({exc.strerror})"
+    errors: list[OSError] = []
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As grpc does: connections in TIME_WAIT from a killed predecessor are no obstacle.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                errors.append(exc)
+    in_use = [exc for exc in errors if exc.errno == errno.EADDRINUSE]
+    if in_use or len(errors) == len(infos):
+        first = (in_use or errors)[0]
+        return first.strerror or str(first)
+    return None
 
 
 async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
