@@ -62,15 +62,23 @@ def rpc(method: Handler[S, Req, Resp]) -> Handler[S, Req, Resp]:
     async def handler(self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
         try:
             return await method(self, request, context)
-        except EngineError as exc:
+        except grpc.aio.AbortError:
+            raise  # the method answered a status itself
+        except Exception as exc:
             code = status_for(exc)
-            if code is None:
-                raise
-            if code is grpc.StatusCode.UNAVAILABLE:
-                log.warning("%s: %s", method.__name__, exc.message)
+            if code is None or not isinstance(exc, EngineError):
+                # A bug, not a caller's mistake: the traceback goes to the log, not the wire.
+                log.exception("%s failed", method.__name__)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"{method.__name__}: internal error (see the service's log)",
+                    ((ERROR_KEY, "internal"),),
+                )
             message = exc.message
             if isinstance(exc, StorageError):
                 message = f"the ledger is unavailable, retry later: {exc.message}"
+            if code is grpc.StatusCode.UNAVAILABLE:
+                log.warning("%s: %s", method.__name__, message)
             await context.abort(code, message, ((ERROR_KEY, exc.code),))
 
     return handler

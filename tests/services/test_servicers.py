@@ -353,3 +353,21 @@ async def test_bad_orders_are_invalid_arguments(order: OrderStub, case: str) -> 
         await order.CreateOrder(BAD_ORDERS[case])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert list((await order.ListOrders(ordr.ListOrdersRequest())).orders) == []
+
+
+async def test_a_bug_is_internal_with_a_short_message_and_the_server_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for("inventory", tmp_path)
+    async with serving(settings) as (_, channel):
+        stub: InventoryStub = inventory_pb2_grpc.InventoryStub(channel)
+        vandal = open_connection(DbConfig(settings.ledger_path))
+        vandal.execute("DROP TABLE reservation_items")  # a schema this program never made
+        vandal.close()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetStock(inv.GetStockRequest())
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert "Traceback" not in (info.value.details() or "")
+        assert saga_error(info.value) == "internal"
+        found = await stub.GetReservation(inv.GetReservationRequest(order_id="o1"))
+        assert found.state == inv.RESERVATION_STATE_NONE
