@@ -14,10 +14,20 @@ from typing import Final, Generic, TypeVar
 
 from services.common.errors import InvalidArgument
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "Page", "PageRequest", "page_request"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_BYTES",
+    "MAX_PAGE_SIZE",
+    "Page",
+    "PageRequest",
+    "page_request",
+]
 
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
+# A page stops early past this many (estimated) bytes: 1000 orders of 1000 items each
+# would not fit in grpc's default 4 MiB message. Callers page on until the token is empty.
+MAX_PAGE_BYTES: Final = 2_000_000
 _PREFIX: Final = "v1."
 
 T = TypeVar("T")
@@ -42,12 +52,25 @@ class Page(Generic[T]):
         return _PREFIX + raw
 
     @classmethod
-    def of(cls, records: Sequence[T], limit: int, key: Callable[[T], str]) -> Page[T]:
-        """`records` fetched with LIMIT limit+1: one extra means there is a next page."""
-        if len(records) > limit:
-            kept = tuple(records[:limit])
-            return cls(kept, key(kept[-1]))
-        return cls(tuple(records), None)
+    def of(
+        cls,
+        records: Sequence[T],
+        limit: int,
+        key: Callable[[T], str],
+        size: Callable[[T], int] | None = None,
+    ) -> Page[T]:
+        """`records` fetched with LIMIT limit+1: one extra means there is a next page.
+        With `size` (a record's estimated bytes), the page also ends at MAX_PAGE_BYTES."""
+        kept: list[T] = []
+        total = 0
+        for record in records[:limit]:
+            total += size(record) if size is not None else 0
+            if kept and total > MAX_PAGE_BYTES:
+                break
+            kept.append(record)
+        if len(kept) < len(records):
+            return cls(tuple(kept), key(kept[-1]))
+        return cls(tuple(kept), None)
 
 
 def page_request(page_size: int, page_token: str) -> PageRequest:

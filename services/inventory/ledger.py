@@ -270,7 +270,12 @@ def list_reservations(conn: apsw.Connection, page: PageRequest) -> Page[Reservat
         )
         for order_id, state, reason in rows
     ]
-    return Page.of(records, page.limit, lambda r: r.order_id)
+    return Page.of(records, page.limit, lambda r: r.order_id, _size)
+
+
+def _size(record: Reservation) -> int:
+    """About the bytes of a record on the wire, to keep a page under the message limit."""
+    return 32 + len(record.order_id) + sum(16 + len(product) for product, _ in record.items)
 
 
 def stock(conn: apsw.Connection, product_ids: Sequence[str] = ()) -> StockView:

@@ -184,7 +184,13 @@ def list_orders(conn: apsw.Connection, page: PageRequest) -> Page[Order]:
         ):
             lines.setdefault(order_id, []).append((product, quantity, price))
     orders = [_order(row, lines.get(row[0], [])) for row in rows]
-    return Page.of(orders, page.limit, lambda o: o.id)
+    return Page.of(orders, page.limit, lambda o: o.id, _size)
+
+
+def _size(order: Order) -> int:
+    """About the bytes of an order on the wire, to keep a page under the message limit."""
+    fixed = 48 + len(order.id) + len(order.customer_id) + len(order.reason)
+    return fixed + sum(24 + len(product) for product, _, _ in order.items)
 
 
 def _order(row: Any, lines: Iterable[Any]) -> Order:  # an apsw row of _COLUMNS, item rows

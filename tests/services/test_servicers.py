@@ -371,3 +371,23 @@ async def test_a_bug_is_internal_with_a_short_message_and_the_server_keeps_servi
         assert saga_error(info.value) == "internal"
         found = await stub.GetReservation(inv.GetReservationRequest(order_id="o1"))
         assert found.state == inv.RESERVATION_STATE_NONE
+
+
+async def test_pages_of_huge_orders_fit_in_a_grpc_message(order: OrderStub) -> None:
+    # 40 orders of 1000 long-named items: ~5.5 MB in one page would pass grpc's 4 MiB limit.
+    lines = order_items(*((f"{i:04d}".ljust(MAX_ID_LEN, "p"), 1, 1) for i in range(MAX_ITEMS)))
+    await asyncio.gather(
+        *(
+            order.CreateOrder(ordr.CreateOrderRequest(id=f"o{n:02d}", customer_id="c", items=lines))
+            for n in range(40)
+        )
+    )
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await order.ListOrders(ordr.ListOrdersRequest(page_size=1000, page_token=token))
+        assert all(len(o.items) == MAX_ITEMS for o in page.orders)
+        seen.extend(o.id for o in page.orders)
+        if not (token := page.next_page_token):
+            break
+    assert seen == [f"o{n:02d}" for n in range(40)]

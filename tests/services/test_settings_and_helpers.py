@@ -10,7 +10,7 @@ from engine.config import SettingsError
 from engine.sqlite import Synchronous
 from services.common.errors import InvalidArgument
 from services.common.fencing import epoch_from_metadata
-from services.common.paging import MAX_PAGE_SIZE, Page, page_request
+from services.common.paging import MAX_PAGE_BYTES, MAX_PAGE_SIZE, Page, page_request
 from services.settings import ServiceName, ServiceSettings, parse_seed_stock
 
 
@@ -84,3 +84,11 @@ def test_page_tokens_round_trip() -> None:
     assert (request.after, request.limit) == ("b/é", 100)
     assert Page.of(["a"], 2, lambda record: record).next_token == ""
     assert page_request(5000, "").limit == MAX_PAGE_SIZE
+
+
+def test_a_page_of_big_records_ends_early_but_never_empty() -> None:
+    records = ["a", "b", "c"]
+    page = Page.of(records, 10, lambda r: r, size=lambda _: MAX_PAGE_BYTES // 2 + 1)
+    assert (page.records, page.last_id) == (("a",), "a")
+    huge = Page.of(records, 10, lambda r: r, size=lambda _: MAX_PAGE_BYTES * 2)
+    assert huge.records == ("a",), "one record always fits"

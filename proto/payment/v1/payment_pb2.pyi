@@ -237,7 +237,9 @@ Global___ListPaymentsRequest: _TypeAlias = ListPaymentsRequest  # noqa: Y015
 
 @_typing.final
 class ListPaymentsResponse(_message.Message):
-    """Ordered by order id; next_page_token is empty on the last page."""
+    """Ordered by order id. A page may hold fewer than page_size records (it is kept under
+    about 2 MB); only an empty next_page_token means the listing is complete.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
