@@ -149,20 +149,27 @@ def _unbindable(addr: Address) -> str | None:
 async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     _warn_if_faults(settings.faults, spec.name)
-    running = await start(spec, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Installed before start-up, so that a SIGTERM while the ledger opens stops cleanly
+    # right after, instead of killing the process half-way.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    print(f"{spec.name} serving on {running.address} (ledger {settings.ledger_path})", flush=True)
     try:
-        await stop.wait()
-        log.info("%s: stopping (grace %.1fs)", spec.name, settings.grace_s)
+        running = await start(spec, settings)
+        print(
+            f"{spec.name} serving on {running.address} (ledger {settings.ledger_path})",
+            flush=True,
+        )
+        try:
+            await stop.wait()
+            log.info("%s: stopping (grace %.1fs)", spec.name, settings.grace_s)
+        finally:
+            await running.stop()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(signum)
-        await running.stop()
     log.info("%s: stopped", spec.name)
 
 
