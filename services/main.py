@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 
+from engine.logs import configure_logging
 from services.common.server import ServiceSpec, serve
 from services.settings import ServiceName, ServiceSettings
 
@@ -31,7 +31,5 @@ def run_service(name: str, env: Mapping[str, str]) -> None:
     """Run one service until SIGTERM/SIGINT. A bad setting, an unusable ledger or a taken
     address raises an EngineError, which the CLI prints as one line."""
     settings = ServiceSettings.from_env(name, env)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s %(levelname)s {name}: %(name)s: %(message)s"
-    )
+    configure_logging(settings.name.value)
     asyncio.run(serve(spec_for(settings), settings))

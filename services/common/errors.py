@@ -8,6 +8,7 @@ parsing the message.
 
 from __future__ import annotations
 
+from engine import errors as engine_errors
 from engine.errors import EngineError
 
 __all__ = [
@@ -38,8 +39,9 @@ class InvalidArgument(ServiceError):
         self.field = field
 
 
-class StaleEpoch(ServiceError):
-    """A caller's epoch is lower than one already seen for the order: it lost ownership."""
+class StaleEpoch(ServiceError, engine_errors.StaleEpoch):
+    """A caller's epoch is lower than one already seen for the order: it lost ownership.
+    (The engine's StaleEpoch, with the order and the epochs.)"""
 
     code = "stale_epoch"
 
