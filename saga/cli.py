@@ -73,3 +73,24 @@ def recovery() -> None:
     from recovery.main import run_recovery
 
     run_recovery(os.environ)
+
+
+@main.command()
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for running sagas to finish before checking.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@clear_errors
+def audit(wait_s: float, as_json: bool) -> None:
+    """Check the contract's invariants across the saga log and the three services.
+
+    Prints every violation with its order id; exits 1 if there is any, 0 if none.
+    """
+    from saga.audit_cmd import run_audit
+
+    sys.exit(run_audit(os.environ, wait_s=wait_s, as_json=as_json))

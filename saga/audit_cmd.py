@@ -1,0 +1,45 @@
+"""`saga audit`: read the snapshot, check it, print the report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import click
+
+from engine.config import data_dir, env_path
+from gateway.participants import ServiceAddresses
+from recovery.audit import audit
+from recovery.audit_io import read_snapshot, wait_until_settled
+
+
+def run_audit(env: Mapping[str, str], *, wait_s: float, as_json: bool) -> int:
+    log_path = env_path(env, "SAGA_LOG_DB_PATH", data_dir(env) / "saga.db")
+    if not log_path.exists():
+        click.echo(f"saga: error: no saga log at {log_path} (set SAGA_DATA_DIR)", err=True)
+        return 2
+    if wait_s > 0:
+        wait_until_settled(log_path, wait_s)
+    report = audit(read_snapshot(log_path, ServiceAddresses.from_env(env)))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "orders": report.orders,
+                    "by_status": report.by_status,
+                    "violations": [
+                        {"invariant": v.invariant, "subject": v.subject, "message": v.message}
+                        for v in report.violations
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(report.by_status.items()))
+        click.echo(f"audited {report.orders} orders ({statuses or 'none'})")
+        for v in report.violations:
+            click.echo(f"VIOLATION {v}")
+        click.echo("all invariants hold" if report.ok else f"{len(report.violations)} violations")
+    return 0 if report.ok else 1
