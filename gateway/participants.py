@@ -15,6 +15,7 @@ from typing import Final, TypeVar
 
 import grpc
 from grpc import aio
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from engine.config import Address, env_addr, format_addr
 from engine.errors import StaleEpoch, TransientStepError
@@ -80,8 +81,10 @@ class Participants:
     def __init__(self, addresses: ServiceAddresses, *, call_timeout_s: float = 5.0) -> None:
         self.addresses = addresses
         self._timeout = call_timeout_s
+        # OpenTelemetry's client interceptors put the current trace in `traceparent`.
+        tracing = aio_client_interceptors()  # type: ignore[no-untyped-call]
         self._channels = [
-            aio.insecure_channel(format_addr(a))
+            aio.insecure_channel(format_addr(a), interceptors=tracing)
             for a in (addresses.order, addresses.payment, addresses.inventory)
         ]
         order_ch, payment_ch, inventory_ch = self._channels

@@ -22,6 +22,7 @@ from engine.metrics import SagaMetrics
 from engine.runner import Runner, RunnerSettings, SystemClock, new_owner_id
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
+from engine.tracing import TracingHooks
 from gateway.order_saga import order_saga
 from gateway.participants import Participants
 from recovery.settings import RecoverySettings
@@ -58,7 +59,7 @@ async def serve(settings: RecoverySettings, stop: asyncio.Event) -> None:
             drain_s=settings.drain_s,
         ),
         clock=clock,
-        hooks=metrics,
+        hooks=TracingHooks(metrics),
         crash=settings.crash,
     )
     log.info(

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Mapping
 
 from engine.logs import configure_logging
+from engine.telemetry import setup_tracing
 from recovery.daemon import serve
 from recovery.settings import RecoverySettings
 
@@ -16,6 +17,7 @@ __all__ = ["run_recovery"]
 def run_recovery(env: Mapping[str, str]) -> None:
     settings = RecoverySettings.from_env(env)
     configure_logging("recovery")
+    tracing = setup_tracing("recovery", env)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -24,4 +26,7 @@ def run_recovery(env: Mapping[str, str]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        tracing.shutdown()

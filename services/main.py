@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping
 
 from engine.logs import configure_logging
+from engine.telemetry import setup_tracing
 from services.common.server import ServiceSpec, serve
 from services.settings import ServiceName, ServiceSettings
 
@@ -32,4 +33,8 @@ def run_service(name: str, env: Mapping[str, str]) -> None:
     address raises an EngineError, which the CLI prints as one line."""
     settings = ServiceSettings.from_env(name, env)
     configure_logging(settings.name.value)
-    asyncio.run(serve(spec_for(settings), settings))
+    tracing = setup_tracing(settings.name.value, env)
+    try:
+        asyncio.run(serve(spec_for(settings), settings))
+    finally:
+        tracing.shutdown()

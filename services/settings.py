@@ -9,6 +9,8 @@ point (`ServiceSettings.from_env`), then passed down. Nothing reads os.environ e
 - `SAGA_SQLITE_BUSY_TIMEOUT_MS`: how long a write waits for a lock held elsewhere (5000)
 - `SAGA_SHUTDOWN_GRACE_S`: how long SIGTERM waits for the calls in flight (5)
 - `SAGA_ENV`, `SAGA_FAULTS`: fault injection, SAGA_ENV=test only (services/common/faults.py)
+- `ORDER_METRICS_ADDR`, `PAYMENT_METRICS_ADDR`, `INVENTORY_METRICS_ADDR`: Prometheus
+  endpoints (127.0.0.1:9465, :9466, :9467; `off` disables one)
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ ADDRESSES: Final[dict[ServiceName, tuple[str, str]]] = {
     ServiceName.PAYMENT: ("PAYMENT_SERVICE_ADDR", "127.0.0.1:9091"),
     ServiceName.INVENTORY: ("INVENTORY_SERVICE_ADDR", "127.0.0.1:9092"),
 }
+# Each service's Prometheus endpoint (`off` disables it; port 0 picks a free one).
+METRICS_ADDRESSES: Final[dict[ServiceName, tuple[str, str]]] = {
+    ServiceName.ORDER: ("ORDER_METRICS_ADDR", "127.0.0.1:9465"),
+    ServiceName.PAYMENT: ("PAYMENT_METRICS_ADDR", "127.0.0.1:9466"),
+    ServiceName.INVENTORY: ("INVENTORY_METRICS_ADDR", "127.0.0.1:9467"),
+}
 DEFAULT_SEED_STOCK: Final = "prod_1=15,prod_2=10,prod_3=0"
 SEED_VAR: Final = "INVENTORY_SEED_STOCK"
 
@@ -52,6 +60,7 @@ class ServiceSettings:
     grace_s: float = 5.0
     seed_stock: tuple[tuple[str, int], ...] = ()  # inventory only
     faults: FaultPlan = field(default_factory=FaultPlan)
+    metrics_addr: Address | None = None  # None: no metrics endpoint
 
     @property
     def db(self) -> DbConfig:
@@ -80,7 +89,14 @@ class ServiceSettings:
             grace_s=env_float(env, "SAGA_SHUTDOWN_GRACE_S", 5.0),
             seed_stock=seed,
             faults=fault_plan(env),
+            metrics_addr=metrics_addr(env, *METRICS_ADDRESSES[service]),
         )
+
+
+def metrics_addr(env: Mapping[str, str], name: str, default: str) -> Address | None:
+    if (env.get(name) or "").strip().lower() == "off":
+        return None
+    return env_addr(env, name, default)
 
 
 def fault_plan(env: Mapping[str, str]) -> FaultPlan:

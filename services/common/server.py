@@ -25,11 +25,13 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from prometheus_client import CollectorRegistry
 
 from engine.config import Address, format_addr
 from services.common.edge import Edge
 from services.common.errors import ListenError
 from services.common.faults import FaultInjector, FaultPlan
+from services.common.observe import MetricsEndpoint, interceptors
 from services.common.store import LedgerStore
 from services.settings import ServiceSettings
 
@@ -67,6 +69,7 @@ class RunningService:
     health: Health
     store: LedgerStore
     port: int
+    metrics: MetricsEndpoint | None = None
 
     @property
     def address(self) -> str:
@@ -80,6 +83,8 @@ class RunningService:
             await self.server.stop(self.settings.grace_s if grace_s is None else grace_s)
         finally:
             await asyncio.to_thread(self.store.close)
+            if self.metrics is not None:
+                self.metrics.close()
 
 
 async def start(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
@@ -91,21 +96,28 @@ async def start(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
     try:
         if spec.prepare is not None:
             await store.write(spec.prepare)
+        registry = CollectorRegistry()
         # SO_REUSEPORT is grpc's default on Linux: without turning it off a second service
         # on the same port would start "fine" and share the traffic of the first.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            interceptors=interceptors(spec.name, registry),
+            options=[("grpc.so_reuseport", 0)],
+        )
         spec.register(server, Edge(store, FaultInjector(settings.faults)))
         health: Health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         port = _bind(server, settings.addr, spec.name)
+        metrics = None
+        if settings.metrics_addr is not None:
+            metrics = MetricsEndpoint.start(settings.metrics_addr, registry, spec.name)
         await server.start()
     except BaseException:
         await asyncio.to_thread(store.close)
         raise
     for name in ("", *spec.service_names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(spec, settings, server, health, store, port)
+    return RunningService(spec, settings, server, health, store, port, metrics)
 
 
 def _bind(server: grpc.aio.Server, addr: Address, name: str) -> int:
@@ -157,8 +169,9 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         running = await start(spec, settings)
+        metrics = f", metrics on {running.metrics.address}" if running.metrics else ""
         print(
-            f"{spec.name} serving on {running.address} (ledger {settings.ledger_path})",
+            f"{spec.name} serving on {running.address} (ledger {settings.ledger_path}{metrics})",
             flush=True,
         )
         try:

@@ -45,7 +45,7 @@ def test_serves_until_sigterm_then_exits_0(tmp_path: Path, name: str) -> None:
     with svc:
         assert grpc_serving(svc.address)
         assert svc.terminate() == 0
-    line = f"{name} serving on 127.0.0.1:{port} (ledger {tmp_path / 'data' / name}.db)"
+    line = f"{name} serving on 127.0.0.1:{port} (ledger {tmp_path / 'data' / name}.db, metrics on"
     assert line in svc.output()
     assert "Traceback" not in svc.output()
     assert (tmp_path / "data" / f"{name}.db").exists()

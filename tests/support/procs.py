@@ -104,6 +104,9 @@ def base_env(**overrides: str) -> dict[str, str]:
         if not key.startswith("SAGA_") and key not in _PROJECT_VARS
     }
     env["PYTHONUNBUFFERED"] = "1"
+    # Metrics endpoints on free ports, so that tests never collide on the defaults.
+    for var in ("ORDER_METRICS_ADDR", "PAYMENT_METRICS_ADDR", "INVENTORY_METRICS_ADDR"):
+        env[var] = "127.0.0.1:0"
     env.update(overrides)
     return env
 

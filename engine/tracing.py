@@ -1,0 +1,101 @@
+"""Spans for the runner: one per step attempt and per compensation, with the saga id,
+step, attempt, epoch and outcome as attributes (an adapter of `engine.hooks.Hooks`,
+wrapping another one, usually the metrics).
+
+A saga keeps one trace for its whole life. The trace id is stored in the saga log when
+the saga is created (from the request that created it) and with every transition. A
+runner that resumes the saga later, in another process after a crash, parents its spans
+on that stored trace id, so one trace id finds the whole story, recovery included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+
+from engine.core import SagaStatus
+from engine.hooks import Hooks
+from engine.log import SagaRecord
+
+__all__ = ["TracingHooks", "current_trace_id"]
+
+
+def current_trace_id() -> str | None:
+    ctx = trace.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else None
+
+
+def _saga_parent(record: SagaRecord) -> otel_context.Context | None:
+    """The context to parent this saga's spans on: the live one when it is already the
+    saga's trace (the creating request, in the gateway), else a remote parent with the
+    stored trace id (any later owner)."""
+    current = trace.get_current_span().get_span_context()
+    if record.trace_id is None:
+        return None
+    if current.is_valid and f"{current.trace_id:032x}" == record.trace_id:
+        return None
+    try:
+        trace_id = int(record.trace_id, 16)
+    except ValueError:
+        return None
+    # A stable span id per saga: every resumption hangs off the same (virtual) parent.
+    span_id = int.from_bytes(hashlib.sha256(record.id.encode()).digest()[:8], "big") or 1
+    parent = SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
+
+class TracingHooks:
+    def __init__(self, inner: Hooks, tracer: trace.Tracer | None = None) -> None:
+        self._inner = inner
+        self._tracer = tracer or trace.get_tracer("saga.engine")
+
+    def saga_started(self, definition: str) -> None:
+        self._inner.saga_started(definition)
+
+    def saga_finished(self, definition: str, status: SagaStatus) -> None:
+        self._inner.saga_finished(definition, status)
+
+    @contextlib.contextmanager
+    def attempt(
+        self, record: SagaRecord, step: str, compensation: bool, attempt: int
+    ) -> Iterator[str | None]:
+        kind = "compensate" if compensation else "step"
+        with (
+            self._tracer.start_as_current_span(
+                f"saga.{kind} {step}",
+                context=_saga_parent(record),
+                attributes={
+                    "saga.id": record.id,
+                    "saga.definition": record.definition,
+                    "saga.step": step,
+                    "saga.compensation": compensation,
+                    "saga.attempt": attempt,
+                    "saga.epoch": record.epoch,
+                },
+            ) as span,
+            self._inner.attempt(record, step, compensation, attempt),
+        ):
+            ctx = span.get_span_context()
+            yield f"{ctx.trace_id:032x}" if ctx.is_valid else record.trace_id
+
+    def attempt_finished(
+        self, definition: str, step: str, compensation: bool, outcome: str, seconds: float
+    ) -> None:
+        span = trace.get_current_span()
+        span.set_attribute("saga.outcome", outcome)
+        if outcome in ("error", "timeout", "fenced"):
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        self._inner.attempt_finished(definition, step, compensation, outcome, seconds)
+
+    def claimed(self, count: int) -> None:
+        self._inner.claimed(count)
+
+    def inflight(self, count: int) -> None:
+        self._inner.inflight(count)
