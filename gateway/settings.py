@@ -1,0 +1,83 @@
+"""The gateway's settings: one frozen object built from the environment at the entry point
+(`GatewaySettings.from_env`), then passed down. Nothing else reads os.environ.
+
+The contract's variables (CONTRACT.md) and the gateway's own, each with a sane default:
+
+| variable | meaning | default |
+|---|---|---|
+| `HTTP_ADDR` | where the HTTP API listens | `127.0.0.1:8080` |
+| `SAGA_DATA_DIR` | folder of the SQLite files | `./var` |
+| `SAGA_LOG_DB_PATH` | the saga log | `$SAGA_DATA_DIR/saga.db` |
+| `REDIS_URL` | idempotency fast path; unset = the log alone | unset |
+| `SAGA_LEASE_S` | lease on a saga without a heartbeat | 10 |
+| `*_SERVICE_ADDR` | the three participant services | 127.0.0.1:9090/9091/9092 |
+| `SAGA_ADMIN_TOKEN` | bearer token of the admin routes; unset = closed | unset |
+| `SAGA_SQLITE_SYNCHRONOUS` | FULL (survives power loss) or NORMAL (survives a crash) | FULL |
+| `SAGA_SQLITE_BUSY_TIMEOUT_MS` | how long a log write waits for a lock held elsewhere | 5000 |
+| `SAGA_RUNNER_CAPACITY` | sagas driven at once; more wait in the log | 256 |
+| `SAGA_MAX_QUEUE` | claimable sagas waiting past which POST /orders is 503 | 10000 |
+| `SAGA_DRAIN_S` | on SIGTERM, how long calls in flight may finish | 10 |
+| `SAGA_MAX_BODY_BYTES` | largest request body (413 beyond) | 65536 |
+| `SAGA_READY_TIMEOUT_S` | per-service health check timeout of /readyz | 0.5 |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import Address, SettingsError, data_dir, env_addr, env_float, env_int, env_path
+from engine.sqlite import DbConfig, Synchronous
+from gateway.participants import ServiceAddresses
+
+__all__ = ["GatewaySettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    http_addr: Address = ("127.0.0.1", 8080)
+    log_db: DbConfig = field(default_factory=lambda: DbConfig(Path("var") / "saga.db"))
+    redis_url: str | None = None
+    lease_s: float = 10.0
+    services: ServiceAddresses = field(
+        default_factory=lambda: ServiceAddresses(
+            ("127.0.0.1", 9090), ("127.0.0.1", 9091), ("127.0.0.1", 9092)
+        )
+    )
+    # Never printed: repr=False keeps it out of logs and tracebacks.
+    admin_token: str | None = field(default=None, repr=False)
+    runner_capacity: int = 256
+    max_queue: int = 10_000
+    drain_s: float = 10.0
+    max_body_bytes: int = 64 * 1024
+    ready_timeout_s: float = 0.5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
+        sync_raw = (env.get("SAGA_SQLITE_SYNCHRONOUS") or "FULL").strip().upper()
+        if sync_raw not in (Synchronous.FULL, Synchronous.NORMAL):
+            raise SettingsError(f"SAGA_SQLITE_SYNCHRONOUS={sync_raw!r}: expected FULL or NORMAL")
+        log_path = env_path(env, "SAGA_LOG_DB_PATH", data_dir(env) / "saga.db")
+        lease_s = env_float(env, "SAGA_LEASE_S", 10.0, minimum=0.1)
+        return cls(
+            http_addr=env_addr(env, "HTTP_ADDR", "127.0.0.1:8080"),
+            log_db=DbConfig(
+                log_path,
+                Synchronous(sync_raw),
+                env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
+            ),
+            redis_url=(env.get("REDIS_URL") or "").strip() or None,
+            lease_s=lease_s,
+            services=ServiceAddresses.from_env(env),
+            admin_token=env.get("SAGA_ADMIN_TOKEN") or None,
+            runner_capacity=env_int(env, "SAGA_RUNNER_CAPACITY", 256, minimum=1),
+            max_queue=env_int(env, "SAGA_MAX_QUEUE", 10_000, minimum=0),
+            drain_s=env_float(env, "SAGA_DRAIN_S", 10.0),
+            max_body_bytes=env_int(env, "SAGA_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            ready_timeout_s=env_float(env, "SAGA_READY_TIMEOUT_S", 0.5, minimum=0.01),
+        )
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_db.path
