@@ -9,12 +9,14 @@ business refusal.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import grpc
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from engine.config import Address, env_addr, format_addr
@@ -73,6 +75,14 @@ async def _call(service: str, call: Awaitable[T]) -> T:
         if code in TRANSIENT:
             raise TransientStepError(f"{service} {code.name}: {detail}") from exc
         raise CallRefused(f"{service}_rejected", f"{code.name}: {detail}") from exc
+
+
+# The gRPC service each participant serves, as it reports it to the standard health check.
+SERVICE_NAMES: Final = (
+    ("order", order_pb2.DESCRIPTOR.services_by_name["Order"].full_name),
+    ("payment", payment_pb2.DESCRIPTOR.services_by_name["Payment"].full_name),
+    ("inventory", inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name),
+)
 
 
 class Participants:
@@ -140,6 +150,29 @@ class Participants:
         return await _call(
             "payment", self.payment.Charge(req, metadata=self._md(epoch), timeout=self._timeout)
         )
+
+    async def health(self, timeout_s: float) -> dict[str, str]:
+        """Each service's standard gRPC health check, at once: "ok", or what is wrong."""
+
+        async def check(channel: aio.Channel, service: str) -> str:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+                )
+            except aio.AioRpcError as exc:
+                return f"{exc.code().name}: {exc.details() or 'no answer'}"
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+            return "ok"
+
+        results = await asyncio.gather(
+            *(
+                check(ch, service)
+                for ch, (_, service) in zip(self._channels, SERVICE_NAMES, strict=True)
+            )
+        )
+        return {name: r for (name, _), r in zip(SERVICE_NAMES, results, strict=True)}
 
     async def close(self) -> None:
         for ch in self._channels:

@@ -1,0 +1,166 @@
+"""The gateway's FastAPI app: `create_app(settings, ...)`.
+
+One lifespan function owns start-up and shutdown (STYLE 10). Start-up opens the saga log
+(unless given), the participants' channels, the idempotency cache (Redis when REDIS_URL is
+set) and the runner, whose pump drains sagas queued in the log. Shutdown stops the runner
+(in-flight calls get SAGA_DRAIN_S, then every saga still owned is handed back to the log,
+claimable at once), then closes what start-up opened, in reverse order. What a caller
+passed in is the caller's to close.
+
+Everything a route needs is one `Gateway` (gateway/context.py) on `app.state`, set by the
+lifespan: no module-level state, so two apps live side by side in one test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from engine.crashpoints import CrashPoints
+from engine.idempotency import IdempotencyCache, NullCache
+from engine.log import SagaLog
+from engine.redis_cache import RedisCache
+from engine.runner import Clock, Runner, RunnerSettings, SystemClock, new_owner_id
+from engine.sqlite_log import SqliteSagaLog
+from gateway import routes_ops, routes_orders, routes_sagas
+from gateway.context import Gateway
+from gateway.errors import install_error_handlers
+from gateway.metrics import GatewayMetrics
+from gateway.middleware import BodyLimit, RequestMetrics
+from gateway.order_saga import OrderSagaPolicy, order_saga
+from gateway.participants import Participants
+from gateway.schemas import ErrorOut, OrderIn
+from gateway.settings import GatewaySettings
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """\
+The order API of a durable saga engine. An order is acknowledged (201) only once it and
+its saga are durable in the SQLite saga log; the saga (create order, reserve stock,
+charge payment, confirm) then runs in the background and survives crashes. Errors are
+always `{"error": "<code>", "message": "<sentence>"}`.
+"""
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    log: SagaLog | None = None,
+    participants: Participants | None = None,
+    cache: IdempotencyCache | None = None,
+    metrics: GatewayMetrics | None = None,
+    clock: Clock | None = None,
+    crash: CrashPoints | None = None,
+    policy: OrderSagaPolicy | None = None,
+    owner: str | None = None,
+) -> FastAPI:
+    """The HTTP API. Resources not given are opened by the lifespan from `settings`;
+    `policy` tunes the order saga's retries, `owner` names the runner (tests)."""
+    metrics = metrics or GatewayMetrics()
+    app_clock = clock or SystemClock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            saga_log = log
+            if saga_log is None:
+                opened = await asyncio.to_thread(
+                    SqliteSagaLog.open, settings.log_db, on_batch=metrics.log_batch
+                )
+                stack.push_async_callback(opened.close)
+                saga_log = opened
+            parts = participants
+            if parts is None:
+                parts = Participants(settings.services)
+                stack.push_async_callback(parts.close)
+            idem = cache
+            if idem is None:
+                idem = (
+                    RedisCache(settings.redis_url, on_error=metrics.cache_error)
+                    if settings.redis_url
+                    else NullCache()
+                )
+                stack.push_async_callback(idem.close)
+            definition = order_saga(parts, policy)
+            runner = Runner(
+                saga_log,
+                [definition],
+                RunnerSettings(
+                    owner=owner or new_owner_id("gateway"),
+                    lease_s=settings.lease_s,
+                    capacity=settings.runner_capacity,
+                    drain_s=settings.drain_s,
+                    claim=True,
+                ),
+                clock=app_clock,
+                hooks=metrics,
+                crash=crash,
+            )
+            await runner.start()
+            stack.push_async_callback(runner.stop)
+            app.state.gateway = Gateway(
+                settings=settings,
+                log=saga_log,
+                runner=runner,
+                cache=idem,
+                participants=parts,
+                metrics=metrics,
+                definitions={definition.name: definition},
+                clock=app_clock,
+            )
+            try:
+                yield
+            finally:
+                del app.state.gateway
+
+    app = FastAPI(
+        title="Durable saga order API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    # Added innermost first: the metrics see the 413s of the body limit.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+
+    app.include_router(routes_orders.router)
+    app.include_router(routes_sagas.router)
+    app.include_router(routes_ops.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus what it cannot see: the POST /orders body (read by hand for
+    exact money, see gateway/order_input.py) and the errors any route may answer."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
+    order_in = OrderIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(order_in.pop("$defs", {}))
+    schemas["OrderIn"] = order_in
+    schemas.setdefault(
+        "ErrorOut", ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for path in doc.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault(
+                "413", {"description": "payload_too_large: the body is over the limit",
+                        "content": error}
+            )  # fmt: skip
+            responses.setdefault(
+                "500", {"description": "internal: a bug; it has been logged", "content": error}
+            )
+    app.openapi_schema = doc
+    return doc

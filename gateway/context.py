@@ -1,0 +1,41 @@
+"""What the routes use: one `Gateway` per app, built by the app's lifespan and kept on
+`app.state` (never in a module global), and the FastAPI dependency that hands it out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from engine.definition import SagaDefinition
+from engine.idempotency import IdempotencyCache
+from engine.log import SagaLog
+from engine.runner import Clock, Runner
+from gateway.metrics import GatewayMetrics
+from gateway.participants import Participants
+from gateway.settings import GatewaySettings
+
+__all__ = ["Gateway", "gateway"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The running gateway: its settings and the resources the lifespan opened."""
+
+    settings: GatewaySettings
+    log: SagaLog
+    runner: Runner
+    cache: IdempotencyCache
+    participants: Participants
+    metrics: GatewayMetrics
+    definitions: Mapping[str, SagaDefinition]
+    clock: Clock
+
+
+def gateway(request: Request) -> Gateway:
+    """FastAPI dependency: the running app's Gateway."""
+    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gw is None:
+        raise RuntimeError("the gateway is not started: run the app's lifespan first")
+    return gw

@@ -1,0 +1,82 @@
+"""Pure ASGI middleware of the gateway (no BaseHTTPMiddleware: it would run routes in
+another task, and a client's disconnect must never cancel the work of a request).
+
+- `BodyLimit`: 413 `payload_too_large` for a body over the limit, from its Content-Length
+  before reading anything, and while streaming when it has none (chunked) or lies.
+- `RequestMetrics`: counts every answer by method, route template and status.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import ApiError, error_response
+from gateway.metrics import GatewayMetrics
+
+__all__ = ["BodyLimit", "RequestMetrics"]
+
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                err = _too_large(self.max_bytes)
+                await error_response(err.status, err.code, err.message)(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised inside the route's read of the body: its handler answers 413.
+                    raise _too_large(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class RequestMetrics:
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # unless a response starts: an exception escaped every handler
+        started = time.perf_counter()
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            # The router leaves the matched route in the scope; its template, never the
+            # raw path (ids would make a series per order).
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self.metrics.request(method, route, status, time.perf_counter() - started)

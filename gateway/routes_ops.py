@@ -1,0 +1,63 @@
+"""Operational routes: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from engine.errors import EngineError
+from gateway.context import Gateway, gateway
+from gateway.errors import envelope
+from gateway.metrics import CONTENT_TYPE
+from gateway.schemas import HealthOut, ReadyOut, ReadyProblem
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+GW = Annotated[Gateway, Depends(gateway)]
+
+
+@router.get("/healthz", response_model=HealthOut, summary="The process is alive")
+async def healthz() -> HealthOut:
+    return HealthOut(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    summary="Ready to take orders: the saga log is writable and the services answer",
+    responses={503: {"model": ReadyProblem, "description": "not_ready: what failed"}},
+)
+async def readyz(gw: GW) -> ReadyOut | JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        # A real write transaction on the log (the runner's own heartbeat): it fails
+        # when the file is locked past the busy timeout, read-only or gone.
+        now = gw.clock.now_ms()
+        await gw.log.renew(
+            gw.runner.settings.owner, lease_expires_ms=now + int(gw.settings.lease_s * 1000)
+        )
+        checks["saga_log"] = "ok"
+    except EngineError as exc:
+        checks["saga_log"] = exc.message
+    checks.update(await gw.participants.health(gw.settings.ready_timeout_s))
+    failed = {name: why for name, why in checks.items() if why != "ok"}
+    if failed:
+        body = envelope(
+            "not_ready", "not ready: " + "; ".join(f"{n}: {w}" for n, w in failed.items())
+        )
+        return JSONResponse({**body, "checks": checks}, status_code=503)
+    return ReadyOut(status="ready", checks=checks)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+)
+async def metrics(gw: GW) -> Response:
+    return Response(gw.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,149 @@
+"""Order routes: JSON <-> engine values, the engine's call, back again. Nothing decides here:
+input rules are in gateway/order_input.py, errors in gateway/errors.py, idempotency in
+engine/idempotency.py, and the saga in engine/runner.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from engine.idempotency import start_once
+from engine.log import NewSaga, SagaFilter
+from gateway.context import Gateway, gateway
+from gateway.errors import ApiError
+from gateway.order_input import idempotency_key, is_json_media_type, parse_order
+from gateway.orders import ORDER_SAGA, Order, OrderStatus, statuses_for
+from gateway.schemas import OrderOut, OrderPage, errors, order_out
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["orders"])
+
+GW = Annotated[Gateway, Depends(gateway)]
+MAX_PAGE: Final = 100
+RETRY_AFTER_S: Final = "1"
+_TRACEPARENT: Final = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+_CREATED_HEADERS: Final = {
+    "Location": {"description": "/orders/{id}", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when the idempotency key named an existing order: the body "
+        "is that order, as it is now",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    """The W3C trace id of the caller's `traceparent`, to file the saga under it."""
+    match = _TRACEPARENT.match(traceparent.strip()) if traceparent else None
+    if match is None or match.group(1) == "0" * 32:
+        return None
+    return match.group(1)
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=OrderOut,
+    summary="Place an order",
+    description="Answers 201 only once the order and its saga are durable; the saga then "
+    "runs in the background. With `X-Idempotency-Key` (or `Idempotency-Key`), the same key "
+    "and body always answer the same order (marked `Idempotent-Replayed: true`); the same "
+    "key with another body is 422.",
+    responses={201: {"headers": _CREATED_HEADERS}, **errors(400, 415, 422, 503)},
+    openapi_extra={
+        "parameters": [
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "idempotency key, 1 to 255 printable ASCII characters",
+            }
+            for name in ("X-Idempotency-Key", "Idempotency-Key")
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrderIn"}}},
+        },
+    },
+)
+async def create_order(request: Request, response: Response, gw: GW) -> OrderOut:
+    if not is_json_media_type(request.headers.get("content-type")):
+        raise ApiError(
+            415, "unsupported_media_type", "send the order as Content-Type: application/json"
+        )
+    key = idempotency_key(request.headers)
+    order = parse_order(await request.body())
+    if not gw.runner.has_capacity:
+        # Busy: the saga would wait in the log. Refuse before writing once the wait is long.
+        waiting = await gw.log.count_claimable(now_ms=gw.clock.now_ms())
+        if waiting >= gw.settings.max_queue:
+            gw.metrics.order_rejected("overloaded")
+            raise ApiError(
+                503,
+                "overloaded",
+                f"{waiting} orders are waiting to be processed; retry shortly",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+    new = NewSaga(
+        id=str(uuid.uuid4()),
+        definition=ORDER_SAGA,
+        payload=order.to_payload(),
+        idempotency_key=key,
+        trace_id=_trace_id(request.headers.get("traceparent")),
+    )
+    # Shielded: a client that hangs up must not cut the start between the durable write and
+    # the runner taking the saga (it would sit owned and undriven until the lease ran out).
+    outcome = await asyncio.shield(start_once(gw.runner, gw.cache, new))
+    record = outcome.record
+    response.headers["Location"] = f"/orders/{record.id}"
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+        gw.metrics.idempotency_hit(outcome.layer or "log")
+    else:
+        gw.metrics.order_created()
+    return order_out(Order.from_saga(record))
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    summary="Get an order",
+    responses=errors(404, 503),
+)
+async def get_order(order_id: str, gw: GW) -> OrderOut:
+    record = await gw.log.get(order_id)
+    if record is None or record.definition != ORDER_SAGA:
+        raise ApiError(404, "order_not_found", f"no order {order_id!r}")
+    return order_out(Order.from_saga(record))
+
+
+@router.get(
+    "/orders",
+    response_model=OrderPage,
+    summary="List orders, newest first",
+    responses=errors(400, 503),
+)
+async def list_orders(
+    gw: GW,
+    status: Annotated[OrderStatus | None, Query(description="only orders in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=64, description="the next_cursor of the previous page"),
+    ] = None,
+) -> OrderPage:
+    flt = SagaFilter(
+        definition=ORDER_SAGA, statuses=statuses_for(status) if status is not None else ()
+    )
+    page = await gw.log.list_sagas(flt, limit=limit, cursor=cursor)
+    return OrderPage(
+        orders=[order_out(Order.from_saga(r)) for r in page.items], next_cursor=page.next_cursor
+    )
