@@ -94,3 +94,16 @@ def audit(wait_s: float, as_json: bool) -> None:
     from saga.audit_cmd import run_audit
 
     sys.exit(run_audit(os.environ, wait_s=wait_s, as_json=as_json))
+
+
+@main.command()
+@clear_errors
+def gateway() -> None:
+    """Run the HTTP order API and its saga runner (HTTP_ADDR, default 127.0.0.1:8080).
+
+    SIGTERM or Ctrl-C stops it gracefully: sagas in flight get SAGA_DRAIN_S to finish,
+    the rest are handed back to the log for the next runner.
+    """
+    from gateway.main import run_gateway
+
+    run_gateway(os.environ)

@@ -1,0 +1,125 @@
+"""Entry point of `saga gateway`: settings from the environment, then serve HTTP until
+SIGTERM or SIGINT, then stop gracefully.
+
+The order of things, and why:
+1. Settings and crash points are built here (a bad value is a SettingsError: one line).
+2. The listening socket is bound here, before anything else, so a taken port is one clear
+   error rather than uvicorn's log line and exit.
+3. The app's lifespan is entered here, not by uvicorn, so that a corrupt or unwritable
+   log is an EngineError that the CLI prints as one line (uvicorn would log a traceback).
+4. uvicorn serves on the bound socket. On a signal it stops accepting, lets the requests
+   in flight finish, and returns; leaving the lifespan then drains the runner and hands
+   unfinished sagas back to the log. The process exits 0.
+
+uvicorn re-raises the signal it caught once it has shut down (to die "of" it); the
+handlers installed here receive that re-raise and only set the flag again, so a graceful
+stop ends with exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Mapping
+from types import FrameType
+
+import uvicorn
+
+from engine.config import Address, format_addr
+from engine.crashpoints import CrashPoints
+from engine.errors import EngineError
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+
+__all__ = ["ListenError", "bind", "run_gateway"]
+
+log = logging.getLogger("gateway")
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ListenError(EngineError):
+    code = "listen_failed"
+
+
+def bind(addr: Address) -> socket.socket:
+    """A listening TCP socket on addr, or a ListenError saying why not."""
+    host, port = addr
+    target = format_addr(addr)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(
+            f"cannot listen on {target}: cannot resolve {host!r} ({exc.strerror})"
+        ) from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As uvicorn does: connections in TIME_WAIT from a predecessor are no obstacle.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {target}: {exc.strerror or exc}") from None
+    return sock
+
+
+def run_gateway(env: Mapping[str, str]) -> None:
+    """Serve until SIGTERM/SIGINT. Bad settings, a taken address or an unusable saga log
+    raise an EngineError, which the CLI prints as one line."""
+    settings = GatewaySettings.from_env(env)
+    crash = CrashPoints.from_env(env)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s gateway: %(name)s: %(message)s"
+    )
+    if crash.armed:
+        log.warning("!!! crash point armed (SAGA_ENV=test): %s !!!", crash)
+    sock = bind(settings.http_addr)
+    try:
+        asyncio.run(_serve(settings, crash, sock))
+    finally:
+        sock.close()
+
+
+async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    server: uvicorn.Server | None = None
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(stop.set)
+        if server is not None:
+            server.should_exit = True
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in _SIGNALS}
+    try:
+        app = create_app(settings, crash=crash)
+        async with app.router.lifespan_context(app):
+            config = uvicorn.Config(
+                app,
+                lifespan="off",  # entered above
+                log_config=None,  # logging is configured by run_gateway
+                access_log=False,
+                server_header=False,
+                # Requests are short; the sagas they start are the runner's to drain.
+                timeout_graceful_shutdown=max(1, min(5, round(settings.drain_s))),
+            )
+            server = uvicorn.Server(config)
+            server.should_exit = stop.is_set()  # a signal during start-up
+            host, port = sock.getsockname()[:2]
+            print(
+                f"gateway serving on http://{format_addr((host, port))} "
+                f"(saga log {settings.log_path})",
+                flush=True,
+            )
+            await server.serve(sockets=[sock])
+            log.info("stopping: draining sagas in flight (up to %.1fs)", settings.drain_s)
+    finally:
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, handler)
+    log.info("stopped")
