@@ -140,6 +140,8 @@ class Runner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sagas: dict[str, _Saga] = {}
         self._to_release: set[str] = set()
+        # Claims of sagas whose previous drive here has not ended yet (see adopt).
+        self._successors: dict[str, Takeover] = {}
         self._stopping = False
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
@@ -226,8 +228,15 @@ class Runner:
 
     def adopt(self, takeover: Takeover) -> bool:
         """Drive a saga this runner has just claimed (the pump's and the daemon's road)."""
-        if takeover.record.id in self._tasks or self._stopping:
+        if self._stopping:
             return False
+        if takeover.record.id in self._tasks:
+            # An operator's change unowned a saga still driven here (e.g. mid-call) and we
+            # claimed it again: the claim bumped the epoch, so the old drive is fenced at
+            # its next write. Drive the claim once it has stopped; refusing it would leave
+            # the saga owned by us, its lease renewed by the heartbeat, and driven by nobody.
+            self._successors[takeover.record.id] = takeover
+            return True
         self._spawn(takeover.record, takeover.transitions)
         return True
 
@@ -245,6 +254,11 @@ class Runner:
     def _done(self, saga_id: str) -> None:
         self._tasks.pop(saga_id, None)
         self._sagas.pop(saga_id, None)
+        successor = self._successors.pop(saga_id, None)
+        if successor is not None and not self._stopping:
+            self._to_release.discard(saga_id)  # the old drive's release is not the claim's
+            self._spawn(successor.record, successor.transitions)
+            return
         self._hooks.inflight(len(self._tasks))
         self._wake.set()  # capacity freed: the pump may claim a queued saga
 

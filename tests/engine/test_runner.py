@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from engine.core import Phase, SagaStatus
 from engine.crashpoints import CRASH_POINTS, STEP_POINTS, CrashPoints
-from engine.definition import RetryPolicy, SagaDefinition, StepKind
+from engine.definition import RetryPolicy, SagaDefinition, StepContext, StepKind, StepResult
 from engine.log import NewSaga, SagaLog, SagaRecord
 from engine.memory_log import MemorySagaLog
 from engine.operations import cancel_saga, retry_saga
@@ -203,6 +203,40 @@ class CrashAt(CrashPoints):
         if self.point == point and (self.step is None or self.step == step) and not self._hits:
             self._hits = 1
             raise asyncio.CancelledError
+
+
+async def test_a_saga_cancelled_mid_call_and_reclaimed_here_is_driven_to_the_end(
+    log: SagaLog, world: World
+) -> None:
+    # The operator's change unowns the saga while this runner is inside s0's call; the
+    # runner claims it back at once. The old drive is fenced, and the claim must be driven
+    # (not left owned and undriven while the heartbeat renews its lease forever).
+    h = harness(log, world)
+    gate = asyncio.Event()
+    act = h.defn.steps[0].action
+
+    async def slow(ctx: StepContext) -> StepResult:
+        if ctx.epoch == 1:
+            await gate.wait()
+        return await act(ctx)
+
+    h.defn = replace(h.defn, steps=(replace(h.defn.steps[0], action=slow), *h.defn.steps[1:]))
+    runner = h.runner("a")
+    await runner.start()
+    await runner.start_saga(NewSaga("s-1", h.defn.name, b"{}"))
+    for _ in range(100):
+        if (await h.phases())[-1] == ("s0", Phase.INTENT):
+            break
+        await asyncio.sleep(0.01)
+    await cancel_saga(log, {h.defn.name: h.defn}, "s-1", actor="op", now_ms=h.clock.now)
+    assert await runner.claim_now() == 1
+    gate.set()
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    await runner.stop()
+    rec = await log.get("s-1")
+    assert rec is not None
+    assert (rec.status, rec.reason) == (SagaStatus.COMPENSATED, "cancelled_by_operator")
+    world.check(h.defn, "s-1", rec.status)
 
 
 @pytest.mark.parametrize("refuse", [False, True], ids=["success", "refused"])
