@@ -70,7 +70,7 @@ def create_app(
             saga_log = log
             if saga_log is None:
                 opened = await asyncio.to_thread(
-                    SqliteSagaLog.open, settings.log_db, on_batch=metrics.log_batch
+                    SqliteSagaLog.open, settings.log_db, on_batch=metrics.saga.on_batch
                 )
                 stack.push_async_callback(opened.close)
                 saga_log = opened
@@ -98,7 +98,7 @@ def create_app(
                     claim=True,
                 ),
                 clock=app_clock,
-                hooks=metrics,
+                hooks=metrics.saga,
                 crash=crash,
             )
             await runner.start()

@@ -29,6 +29,7 @@ __all__ = [
     "envelope",
     "error_response",
     "install_error_handlers",
+    "public_code",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,12 @@ def engine_status(exc: EngineError) -> tuple[int, str] | None:
         if row is not None:
             return row
     return None
+
+
+def public_code(exc: EngineError) -> str:
+    """The code a client sees for `exc` (for metrics labels)."""
+    row = engine_status(exc)
+    return "internal" if row is None else row[1]
 
 
 def _engine_message(exc: EngineError, code: str) -> str:

@@ -31,6 +31,7 @@ import uvicorn
 from engine.config import Address, format_addr
 from engine.crashpoints import CrashPoints
 from engine.errors import EngineError
+from engine.logs import configure_logging
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 
@@ -73,9 +74,7 @@ def run_gateway(env: Mapping[str, str]) -> None:
     raise an EngineError, which the CLI prints as one line."""
     settings = GatewaySettings.from_env(env)
     crash = CrashPoints.from_env(env)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s gateway: %(name)s: %(message)s"
-    )
+    configure_logging("gateway")
     if crash.armed:
         log.warning("!!! crash point armed (SAGA_ENV=test): %s !!!", crash)
     sock = bind(settings.http_addr)

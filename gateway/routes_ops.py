@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -60,4 +61,6 @@ async def readyz(gw: GW) -> ReadyOut | JSONResponse:
     responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
 )
 async def metrics(gw: GW) -> Response:
+    with contextlib.suppress(EngineError):  # an unreadable log must not hide the rest
+        await gw.metrics.sample(gw.log, gw.clock.now_ms())
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE)

@@ -12,10 +12,11 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from engine.errors import EngineError
 from engine.idempotency import start_once
 from engine.log import NewSaga, SagaFilter
 from gateway.context import Gateway, gateway
-from gateway.errors import ApiError
+from gateway.errors import ApiError, public_code
 from gateway.order_input import idempotency_key, is_json_media_type, parse_order
 from gateway.orders import ORDER_SAGA, Order, OrderStatus, statuses_for
 from gateway.schemas import OrderOut, OrderPage, errors, order_out
@@ -85,7 +86,7 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
         # Busy: the saga would wait in the log. Refuse before writing once the wait is long.
         waiting = await gw.log.count_claimable(now_ms=gw.clock.now_ms())
         if waiting >= gw.settings.max_queue:
-            gw.metrics.order_rejected("overloaded")
+            gw.metrics.order_refused("overloaded")
             raise ApiError(
                 503,
                 "overloaded",
@@ -101,7 +102,11 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
     )
     # Shielded: a client that hangs up must not cut the start between the durable write and
     # the runner taking the saga (it would sit owned and undriven until the lease ran out).
-    outcome = await asyncio.shield(start_once(gw.runner, gw.cache, new))
+    try:
+        outcome = await asyncio.shield(start_once(gw.runner, gw.cache, new))
+    except EngineError as exc:
+        gw.metrics.order_refused(public_code(exc))
+        raise
     record = outcome.record
     response.headers["Location"] = f"/orders/{record.id}"
     if outcome.replayed:
