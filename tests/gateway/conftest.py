@@ -1,0 +1,131 @@
+"""Fixtures of the gateway's in-process tests: the app with its lifespan running, an httpx
+client on it (ASGI, no sockets), and the three real participant services (their grpc.aio
+servers and ledgers, the same bootstrap as `saga service`) in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from engine.log import SagaLog
+from engine.sqlite import DbConfig, Synchronous
+from engine.sqlite_log import SqliteSagaLog
+from gateway.app import create_app
+from gateway.order_saga import OrderSagaPolicy
+from gateway.participants import Participants, ServiceAddresses
+from gateway.settings import GatewaySettings
+from tests.services.helpers import serving, settings_for
+
+# Quick retries, so that a test about failures does not wait a minute of backoff.
+FAST = OrderSagaPolicy(
+    max_attempts=3, park_after=4, initial_backoff_s=0.01, max_backoff_s=0.05, step_timeout_s=2
+)
+TOKEN = "s3cret-admin-token"
+# The seed README's two examples.
+ORDER_50 = {
+    "customer_id": "cust_123",
+    "items": [{"product_id": "prod_1", "quantity": 1, "price": 50.00}],
+}
+ORDER_600 = {
+    "customer_id": "cust_123",
+    "items": [{"product_id": "prod_1", "quantity": 1, "price": 600.00}],
+}
+TERMINAL = ("CONFIRMED", "CANCELLED")
+
+
+@dataclass
+class Api:
+    """A running app, its client, its log and the participants it calls."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    log: SagaLog
+    participants: Participants
+    settings: GatewaySettings
+
+    async def post_order(
+        self, body: Any = None, key: str | None = None, **headers: str
+    ) -> httpx.Response:
+        hdrs = dict(headers)
+        if key is not None:
+            hdrs["X-Idempotency-Key"] = key
+        return await self.client.post("/orders", json=ORDER_50 if body is None else body,
+                                      headers=hdrs)  # fmt: skip
+
+    async def wait_terminal(self, order_id: str, within_s: float = 20.0) -> dict[str, Any]:
+        """Poll GET /orders/{id} until CONFIRMED or CANCELLED (bounded)."""
+        async with asyncio.timeout(within_s):
+            while True:
+                resp = await self.client.get(f"/orders/{order_id}")
+                assert resp.status_code == 200, resp.text
+                order: dict[str, Any] = resp.json()
+                if order["status"] in TERMINAL:
+                    record = await self.log.get(order_id)
+                    assert record is not None and record.status.finished
+                    return order
+                await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def services(tmp_path: Path, **overrides: object) -> AsyncIterator[ServiceAddresses]:
+    """The three real services in this process, ledgers in tmp_path."""
+    async with (
+        serving(settings_for("order", tmp_path, **overrides)) as (order, _),
+        serving(settings_for("payment", tmp_path, **overrides)) as (payment, _),
+        serving(settings_for("inventory", tmp_path, **overrides)) as (inventory, _),
+    ):
+        yield ServiceAddresses(
+            order=("127.0.0.1", order.port),
+            payment=("127.0.0.1", payment.port),
+            inventory=("127.0.0.1", inventory.port),
+        )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: GatewaySettings, *, log: SagaLog | None = None, **kw: Any
+) -> AsyncIterator[Api]:
+    """create_app with its lifespan entered, as `saga gateway` does, and a client on it."""
+    saga_log = log or SqliteSagaLog.open(settings.log_db)
+    participants = kw.pop("participants", None) or Participants(settings.services)
+    app = create_app(settings, log=saga_log, participants=participants, **kw)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                yield Api(app, client, saga_log, participants, settings)
+    finally:
+        await participants.close()
+        if log is None:
+            await saga_log.close()
+
+
+def gateway_settings(tmp_path: Path, addresses: ServiceAddresses, **kw: Any) -> GatewaySettings:
+    base = GatewaySettings(
+        log_db=DbConfig(tmp_path / "saga.db", Synchronous.NORMAL),
+        services=addresses,
+        admin_token=TOKEN,
+        drain_s=2.0,
+        lease_s=5.0,
+    )
+    return replace(base, **kw)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[ServiceAddresses]:
+    async with services(tmp_path) as addresses:
+        yield addresses
+
+
+@pytest.fixture
+async def api(tmp_path: Path, stack: ServiceAddresses) -> AsyncIterator[Api]:
+    async with running(gateway_settings(tmp_path, stack), policy=FAST) as app:
+        yield app
