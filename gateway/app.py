@@ -155,6 +155,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for path in doc.get("paths", {}).values():
         for operation in path.values():
             responses = operation.setdefault("responses", {})
+            # FastAPI documents its own 422 for malformed parameters; we answer 400.
+            auto = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if auto.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+            queried = any(p.get("in") == "query" for p in operation.get("parameters", ()))
+            if queried:
+                responses.setdefault(
+                    "400", {"description": "invalid_request: a malformed parameter",
+                            "content": error}
+                )  # fmt: skip
             responses.setdefault(
                 "413", {"description": "payload_too_large: the body is over the limit",
                         "content": error}
@@ -162,5 +172,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses.setdefault(
                 "500", {"description": "internal: a bug; it has been logged", "content": error}
             )
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
     app.openapi_schema = doc
     return doc

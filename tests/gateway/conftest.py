@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -74,18 +74,30 @@ class Api:
                 await asyncio.sleep(0.02)
 
 
+async def poll_until(check: Callable[[], Awaitable[bool]], within_s: float = 20.0) -> None:
+    """Wait until `check()` is true, bounded. Polling is the point: the state is in the log
+    or another process, not in an event this test could wait on."""
+    async with asyncio.timeout(within_s):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
 @contextlib.asynccontextmanager
-async def services(tmp_path: Path, **overrides: object) -> AsyncIterator[ServiceAddresses]:
-    """The three real services in this process, ledgers in tmp_path."""
+async def services(
+    tmp_path: Path, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> AsyncIterator[ServiceAddresses]:
+    """The three real services in this process, ledgers in tmp_path; `overrides` changes
+    one service's settings by name (e.g. its faults or its address)."""
+    more = overrides or {}
     async with (
-        serving(settings_for("order", tmp_path, **overrides)) as (order, _),
-        serving(settings_for("payment", tmp_path, **overrides)) as (payment, _),
-        serving(settings_for("inventory", tmp_path, **overrides)) as (inventory, _),
+        serving(settings_for("order", tmp_path, **more.get("order", {}))) as (order, _),
+        serving(settings_for("payment", tmp_path, **more.get("payment", {}))) as (payment, _),
+        serving(settings_for("inventory", tmp_path, **more.get("inventory", {}))) as (inv, _),
     ):
         yield ServiceAddresses(
             order=("127.0.0.1", order.port),
             payment=("127.0.0.1", payment.port),
-            inventory=("127.0.0.1", inventory.port),
+            inventory=("127.0.0.1", inv.port),
         )
 
 
