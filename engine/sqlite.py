@@ -112,7 +112,14 @@ def open_connection(cfg: DbConfig) -> apsw.Connection:
         if cfg.readonly:
             flags = apsw.SQLITE_OPEN_READONLY
         else:
-            cfg.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                cfg.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # the OS's error, translated here like the driver's
+                raise StorageError(
+                    StorageFault.CANTOPEN,
+                    f"{cfg.path}: {_MESSAGES[StorageFault.CANTOPEN]} ({exc.strerror or exc})",
+                    path=str(cfg.path),
+                ) from exc
             flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         conn = apsw.Connection(str(cfg.path), flags=flags)
         conn.set_busy_timeout(cfg.busy_timeout_ms)

@@ -69,6 +69,13 @@ def test_corrupt_file_is_a_clear_storage_error(tmp_path: Path) -> None:
     assert str(path) in info.value.message
 
 
+def test_a_folder_that_cannot_be_made_is_a_clear_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StorageError) as err:
+        open_connection(DbConfig(tmp_path / "file" / "sub" / "a.db"))
+    assert err.value.fault is StorageFault.CANTOPEN
+
+
 def test_unwritable_folder_is_a_clear_storage_error(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         # root ignores permissions; a file where the folder should be fails for root too
