@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,12 +56,17 @@ class ErrorOut(BaseModel):
 
 
 class ItemIn(BaseModel):
-    product_id: str = Field(min_length=1, max_length=128, examples=["prod_1"])
+    """One line of POST /orders (documentation: the body is parsed by gateway/order_input.py,
+    which reads the price exactly as written, never through a float)."""
+
+    product_id: str = Field(
+        min_length=1, max_length=128, description="one line per product", examples=["prod_1"]
+    )
     quantity: int = Field(ge=1, le=1_000_000, examples=[1])
-    price: Decimal = Field(
+    price: float = Field(
         gt=0,
-        decimal_places=2,
-        description="unit price in currency units, at most 2 decimals (read exactly)",
+        multiple_of=0.01,
+        description="unit price in currency units, a JSON number with at most 2 decimals",
         examples=[50.00],
     )
 
