@@ -179,7 +179,8 @@ def test_sigterm_drains_and_hands_unfinished_sagas_back(tmp_path: Path) -> None:
 
 
 def test_a_crash_right_after_the_saga_is_durable_loses_nothing(tmp_path: Path) -> None:
-    with stack(tmp_path, start_gateway=False) as s:
+    # A short lease: the dead gateway's claim runs out quickly and the next one takes over.
+    with stack(tmp_path, start_gateway=False, gateway_env={"SAGA_LEASE_S": "1"}) as s:
         gateway = s.start_gateway(SAGA_ENV="test", SAGA_CRASH_AT="after_create")
         with s.client() as client, pytest.raises(httpx.HTTPError):
             post(client, SEED_50, "crash-1")  # the gateway dies before answering
