@@ -5,20 +5,31 @@ reads, listing, idempotency, and every way a POST can be wrong."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from engine.log import SagaFilter
+from engine.log import CreateResult, NewSaga, SagaFilter, SagaRecord
+from engine.memory_log import MemorySagaLog
 from gateway.order_saga import OrderSagaPolicy
 from gateway.orders import ORDER_SAGA
 from gateway.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.order.v1 import order_pb2 as ordr
 from proto.payment.v1 import payment_pb2 as pay
-from tests.gateway.conftest import ORDER_50, ORDER_600, Api, gateway_settings, running
+from tests.gateway.conftest import (
+    FAST,
+    ORDER_50,
+    ORDER_600,
+    Api,
+    gateway_settings,
+    poll_until,
+    running,
+)
 from tests.support.procs import free_port
 
 
@@ -363,3 +374,59 @@ async def test_a_busy_gateway_with_a_long_queue_is_503_overloaded(tmp_path: Path
         assert len(page.items) == 2
         metrics = (await api.client.get("/metrics")).text
         assert 'saga_orders_refused_total{code="overloaded"} 2.0' in metrics
+
+
+class SlowLog(MemorySagaLog):
+    """Creating a saga waits until the test says so: time for a client to hang up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.proceed = asyncio.Event()
+
+    async def create(
+        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+    ) -> CreateResult:
+        self.entered.set()
+        await self.proceed.wait()
+        return await super().create(
+            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms
+        )
+
+
+async def test_a_client_hanging_up_mid_create_does_not_strand_the_saga(
+    tmp_path: Path, stack: ServiceAddresses
+) -> None:
+    log = SlowLog()
+    async with running(gateway_settings(tmp_path, stack), log=log, policy=FAST) as api:
+        request = asyncio.create_task(api.post_order(key="gone"))
+        await log.entered.wait()
+        request.cancel()  # what a server does to a request whose client went away
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        log.proceed.set()
+
+        async def made() -> bool:
+            return bool((await log.list_sagas(SagaFilter(), limit=1)).items)
+
+        await poll_until(made)
+        (record,) = (await log.list_sagas(SagaFilter(), limit=1)).items
+        # Driven to its end by the runner, not left owned and undriven.
+        assert (await api.wait_terminal(record.id))["status"] == "CONFIRMED"
+
+
+class BrokenLog(MemorySagaLog):
+    async def get(self, saga_id: str) -> SagaRecord | None:
+        raise RuntimeError("a bug")
+
+
+async def test_a_bug_is_a_500_with_the_envelope(tmp_path: Path, stack: ServiceAddresses) -> None:
+    async with running(gateway_settings(tmp_path, stack), log=BrokenLog(), policy=FAST) as api:
+        transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            resp = await client.get("/orders/any")
+        assert resp.status_code == 500
+        assert resp.json() == {
+            "error": "internal",
+            "message": "an internal error occurred; it has been logged",
+        }
