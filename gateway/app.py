@@ -27,6 +27,7 @@ from engine.log import SagaLog
 from engine.redis_cache import RedisCache
 from engine.runner import Clock, Runner, RunnerSettings, SystemClock, new_owner_id
 from engine.sqlite_log import SqliteSagaLog
+from engine.tracing import TracingHooks
 from gateway import routes_ops, routes_orders, routes_sagas
 from gateway.context import Gateway
 from gateway.errors import install_error_handlers
@@ -98,7 +99,7 @@ def create_app(
                     claim=True,
                 ),
                 clock=app_clock,
-                hooks=metrics.saga,
+                hooks=TracingHooks(metrics.saga),  # spans per attempt, as the daemon
                 crash=crash,
             )
             await runner.start()

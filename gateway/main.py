@@ -32,6 +32,7 @@ from engine.config import Address, format_addr
 from engine.crashpoints import CrashPoints
 from engine.errors import EngineError
 from engine.logs import configure_logging
+from engine.telemetry import setup_tracing
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 
@@ -75,13 +76,17 @@ def run_gateway(env: Mapping[str, str]) -> None:
     settings = GatewaySettings.from_env(env)
     crash = CrashPoints.from_env(env)
     configure_logging("gateway")
+    tracing = setup_tracing("gateway", env)
     if crash.armed:
         log.warning("!!! crash point armed (SAGA_ENV=test): %s !!!", crash)
-    sock = bind(settings.http_addr)
     try:
-        asyncio.run(_serve(settings, crash, sock))
+        sock = bind(settings.http_addr)
+        try:
+            asyncio.run(_serve(settings, crash, sock))
+        finally:
+            sock.close()
     finally:
-        sock.close()
+        tracing.shutdown()  # flush queued spans
 
 
 async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.socket) -> None:

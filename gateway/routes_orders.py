@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from engine.errors import EngineError
 from engine.idempotency import start_once
 from engine.log import NewSaga, SagaFilter
+from engine.tracing import current_trace_id
 from gateway.context import Gateway, gateway
 from gateway.errors import ApiError, public_code
 from gateway.order_input import idempotency_key, is_json_media_type, parse_order
@@ -41,7 +42,11 @@ _CREATED_HEADERS: Final = {
 
 
 def _trace_id(traceparent: str | None) -> str | None:
-    """The W3C trace id of the caller's `traceparent`, to file the saga under it."""
+    """The trace to file the saga under: the request's span when tracing instruments the
+    app, else the caller's W3C `traceparent`."""
+    current = current_trace_id()
+    if current is not None:
+        return current
     match = _TRACEPARENT.match(traceparent.strip()) if traceparent else None
     if match is None or match.group(1) == "0" * 32:
         return None
