@@ -21,9 +21,12 @@ import redis
 
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
+from gateway.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2_grpc
 from proto.order.v1 import order_pb2_grpc
 from proto.payment.v1 import payment_pb2_grpc
+from recovery.audit import AuditReport, audit
+from recovery.audit_io import read_snapshot
 from tests.support.procs import (
     SERVICE_ADDR_VARS,
     SagaProcess,
@@ -93,6 +96,11 @@ class Stack:
             yield log
         finally:
             log.close_sync()
+
+    def audit(self) -> AuditReport:
+        """The contract's invariants across the saga log and the three services."""
+        addresses = ServiceAddresses.from_env(self.gateway_env)
+        return audit(read_snapshot(self.data / "saga.db", addresses))
 
     def close(self) -> None:
         for channel in self._channels:

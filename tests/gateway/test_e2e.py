@@ -83,6 +83,8 @@ def test_the_seed_examples_end_to_end(tmp_path: Path) -> None:
 
         assert client.get("/readyz").status_code == 200
         assert "saga_http_requests_total" in client.get("/metrics").text
+        report = s.audit()
+        assert report.ok, report.violations
 
 
 @pytest.mark.parametrize("with_redis", [False, True], ids=["log-only", "redis"])
@@ -144,6 +146,8 @@ def check_idempotency(s: Stack, client: httpx.Client, redis: Redis | None) -> No
         assert sorted(r.idempotency_key or "" for r in sagas) == sorted(keys)
     for order in orders:
         wait_terminal(client, order["id"])
+    report = s.audit()
+    assert report.ok, report.violations
 
 
 def test_sigterm_drains_and_hands_unfinished_sagas_back(tmp_path: Path) -> None:
@@ -176,6 +180,8 @@ def test_sigterm_drains_and_hands_unfinished_sagas_back(tmp_path: Path) -> None:
         s.start_gateway(SAGA_DRAIN_S="2")
         with s.client() as client:
             assert {wait_terminal(client, i)["status"] for i in ids} == {"CONFIRMED"}
+        report = s.audit()
+        assert report.ok, report.violations
 
 
 def test_a_crash_right_after_the_saga_is_durable_loses_nothing(tmp_path: Path) -> None:
@@ -192,6 +198,8 @@ def test_a_crash_right_after_the_saga_is_durable_loses_nothing(tmp_path: Path) -
             assert again.headers["idempotent-replayed"] == "true"
             assert wait_terminal(client, again.json()["id"])["status"] == "CONFIRMED"
             assert len(all_orders(client)) == 1
+        report = s.audit()
+        assert report.ok, report.violations
 
 
 # ---- start-up: one clear line, no traceback ----------------------------------------------
