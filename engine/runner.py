@@ -206,7 +206,11 @@ class Runner:
         """Make a saga durable and drive it here, or queue it in the log when busy.
 
         Returns only after the saga is durable; an existing idempotency key returns that
-        saga instead (and starts nothing)."""
+        saga instead (and starts nothing). Shielded: a caller cancelled after the create
+        was sent (a client hanging up) must not leave a durable saga nobody drives."""
+        return await asyncio.shield(self._start_saga(new))
+
+    async def _start_saga(self, new: NewSaga) -> CreateResult:
         if new.definition not in self.definitions:
             raise EngineError(f"unknown saga definition {new.definition!r}")
         now = self._clock.now_ms()
