@@ -14,16 +14,15 @@ import pytest
 
 from engine.crashpoints import STEP_POINTS
 from gateway.orders import OrderRequest
-from tests.support.procs import kill_all
-from tests.support.stack import ORDERS, Stack
+from tests.support.stack import ORDERS, PLENTY, Stack
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack.create(tmp_path)
+    s = Stack.create(tmp_path, INVENTORY_SEED_STOCK=PLENTY)
     s.start_services()
     yield s
-    kill_all()
+    s.close()
 
 
 def mixed(n: int) -> list[tuple[str, OrderRequest]]:
