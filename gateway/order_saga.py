@@ -30,7 +30,14 @@ from gateway.participants import CallRefused, Participants
 from proto.inventory.v1 import inventory_pb2
 from proto.order.v1 import order_pb2
 
-__all__ = ["ORDER_SAGA", "STEP_NAMES", "OrderSagaPolicy", "order_saga"]
+__all__ = [
+    "ORDER_SAGA",
+    "STEP_NAMES",
+    "NoParticipants",
+    "OrderSagaPolicy",
+    "order_saga",
+    "order_saga_shape",
+]
 
 STEP_NAMES = ("create_order", "reserve_stock", "charge_payment", "confirm_order")
 
@@ -57,11 +64,22 @@ class OrderSagaPolicy:
         )
 
 
-class _Steps:
-    """The actions and compensations, bound to one set of participant clients."""
+class NoParticipants(RuntimeError):
+    """A step of a definition built without clients (`order_saga_shape`) was called."""
 
-    def __init__(self, participants: Participants) -> None:
-        self.p = participants
+
+class _Steps:
+    """The actions and compensations, bound to one set of participant clients (or to none:
+    a definition that is only folded and decided on, never run)."""
+
+    def __init__(self, participants: Participants | None) -> None:
+        self._p = participants
+
+    @property
+    def p(self) -> Participants:
+        if self._p is None:
+            raise NoParticipants("this order saga definition reads logs only: it has no clients")
+        return self._p
 
     @staticmethod
     def _order(ctx: StepContext) -> OrderRequest:
@@ -128,8 +146,17 @@ class _Steps:
 
 
 def order_saga(participants: Participants, policy: OrderSagaPolicy | None = None) -> SagaDefinition:
-    policy = policy or OrderSagaPolicy()
-    s = _Steps(participants)
+    return _definition(_Steps(participants), policy or OrderSagaPolicy())
+
+
+def order_saga_shape(policy: OrderSagaPolicy | None = None) -> SagaDefinition:
+    """The same definition without participant clients, for tools that fold a saga's log and
+    ask the core what comes next but never call a service (the operator commands). Building
+    `Participants` would open gRPC channels, which need a running event loop."""
+    return _definition(_Steps(None), policy or OrderSagaPolicy())
+
+
+def _definition(s: _Steps, policy: OrderSagaPolicy) -> SagaDefinition:
     retry, timeout = policy.retry, policy.step_timeout_s
     return SagaDefinition(
         ORDER_SAGA,
