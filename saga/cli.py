@@ -16,6 +16,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 import click
 
 from engine.errors import EngineError
+from saga.ops import cancel_command, ls_command, retry_command, show_command
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,6 +43,11 @@ def clear_errors(fn: Callable[P, R]) -> Callable[P, R]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """A durable saga engine that survives crashes: the e-commerce order stack."""
+
+
+# Operator tools (saga/ops.py): ls, show, retry, cancel.
+for _command in (ls_command, show_command, retry_command, cancel_command):
+    main.add_command(_command)
 
 
 @main.command()
