@@ -15,7 +15,9 @@ The rules, in order of precedence:
   forward): they park after `park_after` attempts.
 - Compensation runs in LIFO order over every step that may have had an effect (done, or
   in doubt), never over one that was refused; the participants' tombstones make
-  compensating an action that never arrived safe.
+  compensating an action that never arrived safe. A step marked `always_compensate` is
+  compensated even if it never ran (an operator cancelled the saga before it started):
+  its compensation is what tells a participant how the saga ended.
 """
 
 from __future__ import annotations
@@ -301,7 +303,10 @@ def decide(defn: SagaDefinition, state: SagaState) -> Next:
 def _next_compensation(defn: SagaDefinition, state: SagaState) -> Next:
     for i in range(len(defn.steps) - 1, -1, -1):
         step, s = defn.steps[i], state.steps[i]
-        if step.compensation is None or not s.may_have_effect or s.comp is CompStatus.DONE:
+        if step.compensation is None or s.comp is CompStatus.DONE:
+            continue
+        never_ran = s.status is StepStatus.PENDING
+        if not (s.may_have_effect or (never_ran and step.always_compensate)):
             continue
         if s.comp_spent >= step.retry.park_after:
             return Park(

@@ -103,6 +103,11 @@ class Step:
     # The saga's reason when this step gives up before the pivot (transient failures
     # past max_attempts), e.g. "inventory_unavailable". Default: "<name>_failed".
     exhausted_reason: str = ""
+    # Compensate this step even when its action never ran, i.e. when the saga is cancelled
+    # before it started. For a step whose compensation also records the saga's end with a
+    # participant (cancelling an order creates it first, so the Order service knows the
+    # order the client was promised ended CANCELLED). It must be safe without the action.
+    always_compensate: bool = False
 
     @property
     def give_up_reason(self) -> str:

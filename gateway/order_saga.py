@@ -162,7 +162,8 @@ def _definition(s: _Steps, policy: OrderSagaPolicy) -> SagaDefinition:
         ORDER_SAGA,
         (
             Step("create_order", s.create_order, s.cancel_order, StepKind.COMPENSATABLE,
-                 retry, timeout, exhausted_reason="order_service_unavailable"),
+                 retry, timeout, exhausted_reason="order_service_unavailable",
+                 always_compensate=True),
             Step("reserve_stock", s.reserve_stock, s.release_stock, StepKind.COMPENSATABLE,
                  retry, timeout, exhausted_reason="inventory_unavailable"),
             Step("charge_payment", s.charge_payment, None, StepKind.PIVOT, retry, timeout),

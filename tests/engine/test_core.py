@@ -9,7 +9,7 @@ from the durable prefix alone. Whatever the crashes, the saga must end consisten
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
@@ -137,6 +137,19 @@ def test_compensation_covers_steps_in_doubt_latest_first() -> None:
     assert decide(ORDER, fold(ORDER, log)) == Compensate(0, 1)
     log += [t("s0", Phase.COMP_INTENT), t("s0", Phase.COMP_DONE)]
     assert decide(ORDER, fold(ORDER, log)) == Finish(SagaStatus.COMPENSATED)
+
+
+def test_cancelled_before_any_step_compensates_only_what_must_always_be() -> None:
+    cancelled = [t("", Phase.CREATED), t("", Phase.COMPENSATE, 0, "cancelled_by_operator")]
+    assert decide(ORDER, fold(ORDER, cancelled)) == Finish(SagaStatus.COMPENSATED)
+    first = replace(ORDER.steps[0], always_compensate=True)
+    told = SagaDefinition("t", (first, *ORDER.steps[1:]))
+    assert decide(told, fold(told, cancelled)) == Compensate(0, 1)
+    log = [*cancelled, t("s0", Phase.COMP_INTENT), t("s0", Phase.COMP_DONE)]
+    assert decide(told, fold(told, log)) == Finish(SagaStatus.COMPENSATED)
+    refused = [t("s0", Phase.INTENT), t("s0", Phase.REFUSED, error="no")]
+    state = fold(told, [*refused, t("", Phase.COMPENSATE, 0, "no")])
+    assert decide(told, state) == Finish(SagaStatus.COMPENSATED), "a refusal had no effect"
 
 
 def test_a_compensatable_step_out_of_attempts_compensates() -> None:
