@@ -176,7 +176,9 @@ def _print_json(doc: object) -> None:
 
 @click.command("ls")
 @filter_options
-@click.option("--limit", type=int, default=50, show_default=True, help="Sagas per page.")
+@click.option(
+    "--limit", type=int, default=50, show_default=True, metavar="N", help="Sagas per page."
+)
 @click.option("--cursor", help="Continue after a previous page (its next_cursor).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: sagas, next_cursor.")
 @log_options
@@ -412,7 +414,9 @@ def _change_options(fn: Callable[P, R]) -> Callable[P, R]:
         (
             click.argument("saga_id", required=False),
             filter_options,
-            click.option("--limit", type=int, help="Act on at most N sagas (newest first)."),
+            click.option(
+                "--limit", type=int, metavar="N", help="Act on at most N sagas (newest first)."
+            ),
             click.option(
                 "--dry-run", is_flag=True, help="List what would be done; change nothing."
             ),

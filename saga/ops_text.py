@@ -110,5 +110,6 @@ def summary_text(verb: Verb, summary: Summary) -> str:
     failed = summary.count(OutcomeKind.FAILED)
     lines = [f"{verb.past} {done}, refused {refused}, failed {failed}"]
     for kind, code, message, ids in summary.problems:
-        lines.append(f"  {kind.value} ({code}) {len(ids)}: {message}: {_ids(ids)}")
+        lines.append(f"  {kind.value} {len(ids)}, {code} ({message}):")
+        lines.append(f"    {_ids(ids)}")
     return "\n".join(lines)

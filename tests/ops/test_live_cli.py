@@ -166,8 +166,10 @@ def test_bulk_cancel_acts_on_the_ones_before_their_pivot(stack: Stack) -> None:
     ran = run_saga("cancel", "--status", "RUNNING", "--yes", env=stack.env)
     assert ran.code == 3, ran  # something was refused
     assert ran.out.splitlines()[0] == "cancelled 2, refused 1, failed 0"
-    assert "refused (past_pivot) 1: the saga is past its pivot" in ran.out
-    assert ran.out.splitlines()[1].endswith(": paid")
+    assert ran.out.splitlines()[1:3] == [
+        "  refused 1, past_pivot (the saga is past its pivot: it can only go forward now):",
+        "    paid",
+    ]
 
     stack.recovery()
     report = stack.audit(wait_s=30)
