@@ -5,6 +5,7 @@ is read back from the log, the services' ledgers and the contract's audit."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,10 +34,15 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     kill_all()
 
 
-def crash_daemon_at(stack: Stack, point: str) -> None:
+def crash_daemon_at(stack: Stack, point: str, saga_id: str) -> None:
     """A recovery daemon that SIGKILLs itself at `point`: it dies holding the saga."""
     daemon = stack.recovery({"SAGA_CRASH_AT": point}, name="doomed", wait=False)
-    assert daemon.wait(60) == -9, daemon.output()
+    try:
+        code = daemon.wait(60)
+    except subprocess.TimeoutExpired:
+        shown = run_saga("show", saga_id, env=stack.env).out
+        pytest.fail(f"the daemon never reached {point}:\n{shown}\n{daemon.output()}")
+    assert code == -9, daemon.output()
 
 
 def states(stack: Stack, order_id: str) -> tuple[str, str, str]:
@@ -117,7 +123,7 @@ def test_cancel_before_the_pivot_gives_everything_back(stack: Stack) -> None:
     stack.start_services()
     stack.seed_sagas([("o-1", order(5_000, quantity=3))], owner=None)
     # the daemon dies about to charge: the order exists and its stock is really reserved
-    crash_daemon_at(stack, "before_intent:charge_payment")
+    crash_daemon_at(stack, "before_intent:charge_payment", "o-1")
     assert states(stack, "o-1") == ("PENDING", "RESERVED", "NONE")
 
     ran = run_saga("cancel", "o-1", env=stack.env)
@@ -143,7 +149,7 @@ def test_cancel_before_the_pivot_gives_everything_back(stack: Stack) -> None:
 def test_bulk_cancel_acts_on_the_ones_before_their_pivot(stack: Stack) -> None:
     stack.start_services()
     stack.seed_sagas([("paid", order(5_000))], owner=None)
-    crash_daemon_at(stack, "after_intent:charge_payment")  # "paid" is past its pivot
+    crash_daemon_at(stack, "after_intent:charge_payment", "paid")  # past its pivot
     stack.seed_sagas([("b-1", order(100)), ("b-2", order(200))], owner=None)
     untouched = [record(stack.log_path, sid) for sid in ("paid", "b-1", "b-2")]
 
