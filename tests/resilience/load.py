@@ -1,0 +1,102 @@
+"""A load of real orders against a gateway that may die at any moment.
+
+Clients behave as the contract asks of them: every order has its own idempotency key,
+and a POST that got no answer (connection refused or reset, a 503) is sent again with the
+same key until it gets its 201. So "no 201 lost" is: every order id a client was ever
+given ends CONFIRMED or CANCELLED, and one key never made two orders.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+
+from tests.support.stack import Stack
+
+BODIES = (
+    {"product_id": "prod_1", "quantity": 1, "price": 50.00},  # confirmed
+    {"product_id": "prod_1", "quantity": 2, "price": 300.00},  # declined: 600.00
+    {"product_id": "prod_3", "quantity": 1, "price": 5.00},  # out of stock
+)
+
+
+@dataclass
+class LoadResult:
+    accepted: dict[str, str] = field(default_factory=dict)  # key -> order id (from 201s)
+    replays: int = 0  # 201s with Idempotent-Replayed: true
+    retries: int = 0  # POSTs sent again after no answer
+    kills: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def post_until_accepted(url: str, key: str, body: dict[str, object], result: LoadResult,
+                        deadline: float) -> None:  # fmt: skip
+    with httpx.Client(base_url=url, timeout=10.0) as http:
+        while True:
+            try:
+                resp = http.post("/orders", json=body, headers={"X-Idempotency-Key": key})
+            except httpx.TransportError:
+                resp = None
+            if resp is not None and resp.status_code == 201:
+                with result.lock:
+                    previous = result.accepted.setdefault(key, resp.json()["id"])
+                    assert previous == resp.json()["id"], f"key {key} gave two order ids"
+                    result.replays += resp.headers.get("Idempotent-Replayed") == "true"
+                return
+            assert resp is None or resp.status_code == 503, (resp.status_code, resp.text)
+            assert time.monotonic() < deadline, f"order {key} never accepted"
+            with result.lock:
+                result.retries += 1
+            time.sleep(0.05)
+
+
+def run_load(
+    stack: Stack,
+    orders: int,
+    *,
+    workers: int = 16,
+    prefix: str = "load",
+    during: Callable[[threading.Event, LoadResult], None] | None = None,
+    timeout_s: float = 240.0,
+) -> LoadResult:
+    """Send `orders` orders from `workers` threads; `during(done, result)` runs beside them
+    (in its own thread) until `done` is set, e.g. a killer of processes."""
+    result = LoadResult()
+    done = threading.Event()
+    side = None
+    if during is not None:
+        side = threading.Thread(target=during, args=(done, result), daemon=True)
+        side.start()
+    deadline = time.monotonic() + timeout_s
+    rnd = random.Random(orders)
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [
+            pool.submit(
+                post_until_accepted, stack.url, f"{prefix}-{i}",
+                {"customer_id": f"cust_{i % 7}", "items": [rnd.choice(BODIES)]},
+                result, deadline,
+            )
+            for i in range(orders)
+        ]  # fmt: skip
+        for f in futures:
+            f.result()
+    done.set()
+    if side is not None:
+        side.join(60)
+    return result
+
+
+def check_all_finished(stack: Stack, result: LoadResult) -> None:
+    """Every order id a client was given is in the log and finished."""
+    with stack.log() as log:
+        for key, order_id in result.accepted.items():
+            rec = log.get_sync(order_id)
+            assert rec is not None, f"{key}: order {order_id} got a 201 but is not in the log"
+            assert rec.status.finished, f"{key}: order {order_id} is {rec.status}"
+            assert rec.idempotency_key == key
