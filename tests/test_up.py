@@ -1,0 +1,122 @@
+"""`saga up`: the whole stack from one command; SIGTERM or Ctrl-C stops every child cleanly,
+and a child that dies is started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.procs import base_env, free_port
+from tests.support.stack import http_ok, wait_terminal
+
+
+def children(pid: int) -> dict[int, str]:
+    """The live child processes of `pid`, with their command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = cmd
+    return found
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+
+def dead(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    port = free_port()
+    env = base_env(
+        SAGA_DATA_DIR=str(tmp_path / "var"),
+        HTTP_ADDR=f"127.0.0.1:{port}",
+        ORDER_SERVICE_ADDR=f"127.0.0.1:{free_port()}",
+        PAYMENT_SERVICE_ADDR=f"127.0.0.1:{free_port()}",
+        INVENTORY_SERVICE_ADDR=f"127.0.0.1:{free_port()}",
+        RECOVERY_METRICS_ADDR=f"127.0.0.1:{free_port()}",
+        SAGA_LOG_FORMAT="text",
+    )
+    log = (tmp_path / "up.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saga", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not http_ok(url + "/readyz"):
+        assert proc.poll() is None, (tmp_path / "up.log").read_text()
+        assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
+        time.sleep(0.1)
+    yield Up(proc, url)
+    if proc.poll() is None:
+        for pid in children(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_seed_examples_run_then_one_signal_stops_everything(up: Up, signum: int) -> None:
+    with httpx.Client(base_url=up.url, timeout=10) as http:
+        ok = http.post(
+            "/orders",
+            headers={"X-Idempotency-Key": "task-001"},
+            json={"customer_id": "cust_123",
+                  "items": [{"product_id": "prod_1", "quantity": 1, "price": 50.00}]},
+        )  # fmt: skip
+        fail = http.post(
+            "/orders",
+            headers={"X-Idempotency-Key": "fail-001"},
+            json={"customer_id": "cust_123",
+                  "items": [{"product_id": "prod_1", "quantity": 1, "price": 600.00}]},
+        )  # fmt: skip
+        assert ok.status_code == fail.status_code == 201
+        assert wait_terminal(http, ok.json()["id"])["status"] == "CONFIRMED"
+        cancelled = wait_terminal(http, fail.json()["id"])
+        assert (cancelled["status"], cancelled["reason"]) == ("CANCELLED", "payment_declined")
+    kids = children(up.proc.pid)
+    assert len(kids) == 5, kids  # three services, the gateway, the daemon
+    up.proc.send_signal(signum)
+    assert up.proc.wait(30) == 0
+    assert all(dead(pid) for pid in kids), "every child stopped with the supervisor"
+
+
+def test_a_child_that_dies_is_started_again(up: Up) -> None:
+    gateway = [p for p, c in children(up.proc.pid).items() if c.endswith("saga gateway")]
+    assert len(gateway) == 1
+    os.kill(gateway[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        again = [p for p, c in children(up.proc.pid).items() if c.endswith("saga gateway")]
+        if again and again[0] != gateway[0] and http_ok(up.url + "/healthz"):
+            break
+        assert time.monotonic() < deadline, "the gateway was not restarted"
+        time.sleep(0.1)
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.proc.wait(30) == 0
