@@ -40,6 +40,20 @@ def main() -> None:
 @click.option("--sagas", type=click.IntRange(1), help="Sagas per engine measurement.")
 @click.option("--dbos-sagas", type=click.IntRange(1), help="Workflows per DBOS measurement.")
 @click.option("--no-dbos", is_flag=True, help="Skip the DBOS baseline.")
+@click.option(
+    "--dbos-api",
+    type=click.Choice(["threads", "async"]),
+    default="threads",
+    show_default=True,
+    help="DBOS's sync API on N threads, or its asyncio API with N in flight.",
+)
+@click.option(
+    "--dbos-journal",
+    type=click.Choice(["wal", "default"]),
+    default="wal",
+    show_default=True,
+    help="Put DBOS's SQLite file in WAL mode (as the engine's), or leave DBOS's default.",
+)
 @click.option("--no-chart", is_flag=True, help="Write no PNG chart.")
 @click.option(
     "--out",
@@ -63,11 +77,14 @@ def engine(
     sagas: int | None,
     dbos_sagas: int | None,
     no_dbos: bool,
+    dbos_api: str,
+    dbos_journal: str,
     no_chart: bool,
     out: Path,
     data_dir: Path | None,
 ) -> None:
     """Sagas of three no-op steps: the durable log vs the in-memory log vs DBOS."""
+    from bench.dbos_baseline import DbosApi, DbosJournal
     from bench.engine import EngineBenchSettings, run
 
     settings = EngineBenchSettings.quick() if quick else EngineBenchSettings()
@@ -78,6 +95,8 @@ def engine(
         sagas=sagas or settings.sagas,
         dbos_sagas=dbos_sagas or settings.dbos_sagas,
         dbos=not no_dbos,
+        dbos_api=DbosApi(dbos_api),
+        dbos_journal=DbosJournal(dbos_journal),
         chart=not no_chart,
         out=out,
         data_dir=data_dir,
@@ -93,5 +112,9 @@ def _replay(command_path: str, settings: EngineBenchSettings) -> str:
     """The command that repeats this measurement, every count spelled out."""
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]
     flags += [f"-c {c}" for c in settings.concurrencies]
-    flags.append(f"--dbos-sagas {settings.dbos_sagas}" if settings.dbos else "--no-dbos")
+    if settings.dbos:
+        flags.append(f"--dbos-sagas {settings.dbos_sagas}")
+        flags.append(f"--dbos-api {settings.dbos_api} --dbos-journal {settings.dbos_journal}")
+    else:
+        flags.append("--no-dbos")
     return " ".join([command_path, *flags])

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from bench import dbos_baseline
+from bench.dbos_baseline import DbosApi, DbosJournal
 from bench.probe import ProbeLog
 from bench.report import (
     Series,
@@ -87,6 +88,8 @@ class EngineBenchSettings:
     dbos_sagas: int = 400  # per DBOS measurement: DBOS is ~20x slower, the rate is what counts
     reps: int = 3
     dbos: bool = True
+    dbos_api: DbosApi = DbosApi.THREADS  # DBOS at its best here (bench/dbos_baseline.py)
+    dbos_journal: DbosJournal = DbosJournal.WAL
     chart: bool = True
     out: Path = Path("bench/out")
     data_dir: Path | None = None  # where the temp folders go (None: the system's temp dir)
@@ -229,6 +232,8 @@ def _measure(backend: Backend, concurrency: int, rep: int, settings: EngineBench
                 concurrency=concurrency,
                 sagas=settings.dbos_sagas,
                 timeout_s=60 + settings.dbos_sagas / 5,
+                api=settings.dbos_api,
+                journal=settings.dbos_journal,
             )
             return Run(backend, concurrency, rep, got.sagas, got.seconds, error=got.error)
         sagas = settings.sagas
@@ -371,6 +376,22 @@ def render(
     errors = sorted({(r.backend.value, e) for r in rows for e in r.errors})
     if dbos_note:
         parts += ["", f"DBOS baseline: {dbos_note}."]
+    else:
+        api = (
+            "sync workflows, each of N threads running one to its end, then the next"
+            if s.dbos_api is DbosApi.THREADS
+            else "async workflows, N in flight (start_workflow_async, then get_result)"
+        )
+        journal = (
+            "its SQLite file put in WAL mode as the engine's log (DBOS sets none)"
+            if s.dbos_journal is DbosJournal.WAL
+            else "its SQLite file in the rollback journal DBOS leaves it in"
+        )
+        parts += [
+            "",
+            f"DBOS baseline: {api}; {journal}; synchronous=FULL (SQLite's default, like "
+            "the engine's log), one child process per measurement.",
+        ]
     for backend, error in errors:
         parts += ["", f"{backend} failed: `{error}`"]
     parts += ["", "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()) + "."]
