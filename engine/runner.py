@@ -433,10 +433,7 @@ class Runner:
             started = time.perf_counter()
             saga.in_call = True
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for wraps the call in a task
-                # of its own (what 3.12's wait_for no longer does), a cost per step.
-                async with asyncio.timeout(step.timeout_s):
-                    result = await fn(ctx)
+                result = await asyncio.wait_for(fn(ctx), step.timeout_s)
             except StaleEpoch:
                 self._attempt_done(saga, step, compensation, "fenced", started)
                 raise
