@@ -12,8 +12,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from engine.errors import EngineError
+from engine.sqlite import Synchronous
 
-__all__ = ["Address", "SettingsError", "env_addr", "env_float", "env_int", "env_path"]
+__all__ = [
+    "Address",
+    "SettingsError",
+    "env_addr",
+    "env_float",
+    "env_int",
+    "env_path",
+    "env_synchronous",
+]
 
 
 class SettingsError(EngineError):
@@ -80,3 +89,12 @@ def env_path(env: Mapping[str, str], name: str, default: Path) -> Path:
 def data_dir(env: Mapping[str, str]) -> Path:
     """`SAGA_DATA_DIR`, the folder of every SQLite file (default ./var)."""
     return env_path(env, "SAGA_DATA_DIR", Path("var"))
+
+
+def env_synchronous(env: Mapping[str, str]) -> Synchronous:
+    """`SAGA_SQLITE_SYNCHRONOUS`: FULL (survives power loss, the default) or NORMAL (a
+    process crash only). OFF is refused: it could lose what was acknowledged."""
+    raw = (env.get("SAGA_SQLITE_SYNCHRONOUS") or "FULL").strip().upper()
+    if raw not in (Synchronous.FULL, Synchronous.NORMAL):
+        raise SettingsError(f"SAGA_SQLITE_SYNCHRONOUS={raw!r}: expected FULL or NORMAL")
+    return Synchronous(raw)

@@ -87,7 +87,7 @@ def create_app(
                     else NullCache()
                 )
                 stack.push_async_callback(idem.close)
-            definition = order_saga(parts, policy)
+            definition = order_saga(parts, policy or settings.saga_policy)
             runner = Runner(
                 saga_log,
                 [definition],

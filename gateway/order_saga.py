@@ -13,8 +13,10 @@ Compensations are written so that they are safe when the action never arrived:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from engine.config import env_float, env_int
 from engine.definition import (
     Done,
     Refused,
@@ -53,6 +55,28 @@ class OrderSagaPolicy:
     initial_backoff_s: float = 0.05
     max_backoff_s: float = 2.0
     step_timeout_s: float = 5.0
+    max_stalled_claims: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OrderSagaPolicy:
+        """The gateway and the recovery daemon read the same variables, so that a saga is
+        driven by the same budgets whoever drives it."""
+        d = cls()
+        return cls(
+            max_attempts=env_int(env, "SAGA_STEP_MAX_ATTEMPTS", d.max_attempts, minimum=1),
+            park_after=env_int(env, "SAGA_PARK_AFTER", d.park_after, minimum=1),
+            initial_backoff_s=env_float(env, "SAGA_INITIAL_BACKOFF_S", d.initial_backoff_s),
+            max_backoff_s=env_float(
+                env,
+                "SAGA_MAX_BACKOFF_S",
+                d.max_backoff_s,
+                minimum=env_float(env, "SAGA_INITIAL_BACKOFF_S", d.initial_backoff_s),
+            ),
+            step_timeout_s=env_float(env, "SAGA_STEP_TIMEOUT_S", d.step_timeout_s, minimum=0.01),
+            max_stalled_claims=env_int(
+                env, "SAGA_MAX_STALLED_CLAIMS", d.max_stalled_claims, minimum=1
+            ),
+        )
 
     @property
     def retry(self) -> RetryPolicy:
@@ -160,13 +184,28 @@ def _definition(s: _Steps, policy: OrderSagaPolicy) -> SagaDefinition:
     retry, timeout = policy.retry, policy.step_timeout_s
     return SagaDefinition(
         ORDER_SAGA,
-        (
-            Step("create_order", s.create_order, s.cancel_order, StepKind.COMPENSATABLE,
-                 retry, timeout, exhausted_reason="order_service_unavailable",
-                 always_compensate=True),
-            Step("reserve_stock", s.reserve_stock, s.release_stock, StepKind.COMPENSATABLE,
-                 retry, timeout, exhausted_reason="inventory_unavailable"),
+        steps=(
+            Step(
+                "create_order",
+                s.create_order,
+                s.cancel_order,
+                StepKind.COMPENSATABLE,
+                retry,
+                timeout,
+                exhausted_reason="order_service_unavailable",
+                always_compensate=True,
+            ),
+            Step(
+                "reserve_stock",
+                s.reserve_stock,
+                s.release_stock,
+                StepKind.COMPENSATABLE,
+                retry,
+                timeout,
+                exhausted_reason="inventory_unavailable",
+            ),
             Step("charge_payment", s.charge_payment, None, StepKind.PIVOT, retry, timeout),
             Step("confirm_order", s.confirm_order, None, StepKind.RETRIABLE, retry, timeout),
         ),
-    )  # fmt: skip
+        max_stalled_claims=policy.max_stalled_claims,
+    )

@@ -19,6 +19,13 @@ The contract's variables (CONTRACT.md) and the gateway's own, each with a sane d
 | `SAGA_DRAIN_S` | on SIGTERM, how long calls in flight may finish | 10 |
 | `SAGA_MAX_BODY_BYTES` | largest request body (413 beyond) | 65536 |
 | `SAGA_READY_TIMEOUT_S` | per-service health check timeout of /readyz | 0.5 |
+| `SAGA_STEP_MAX_ATTEMPTS` | attempts before a step before the pivot gives up (cancel) | 6 |
+| `SAGA_PARK_AFTER` | attempts of the pivot, later steps or a compensation before parking | 40 |
+| `SAGA_INITIAL_BACKOFF_S`, `SAGA_MAX_BACKOFF_S` | retry backoff (exponential, jitter) | 0.05, 2 |
+| `SAGA_STEP_TIMEOUT_S` | timeout of one call to a participant | 5 |
+| `SAGA_MAX_STALLED_CLAIMS` | claims without progress before a saga is parked | 16 |
+
+The last five shape the order saga; the recovery daemon reads the same ones.
 """
 
 from __future__ import annotations
@@ -27,8 +34,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import Address, SettingsError, data_dir, env_addr, env_float, env_int, env_path
-from engine.sqlite import DbConfig, Synchronous
+from engine.config import (
+    Address,
+    data_dir,
+    env_addr,
+    env_float,
+    env_int,
+    env_path,
+    env_synchronous,
+)
+from engine.sqlite import DbConfig
+from gateway.order_saga import OrderSagaPolicy
 from gateway.participants import ServiceAddresses
 
 __all__ = ["GatewaySettings"]
@@ -52,19 +68,17 @@ class GatewaySettings:
     drain_s: float = 10.0
     max_body_bytes: int = 64 * 1024
     ready_timeout_s: float = 0.5
+    saga_policy: OrderSagaPolicy = field(default_factory=OrderSagaPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
-        sync_raw = (env.get("SAGA_SQLITE_SYNCHRONOUS") or "FULL").strip().upper()
-        if sync_raw not in (Synchronous.FULL, Synchronous.NORMAL):
-            raise SettingsError(f"SAGA_SQLITE_SYNCHRONOUS={sync_raw!r}: expected FULL or NORMAL")
         log_path = env_path(env, "SAGA_LOG_DB_PATH", data_dir(env) / "saga.db")
         lease_s = env_float(env, "SAGA_LEASE_S", 10.0, minimum=0.1)
         return cls(
             http_addr=env_addr(env, "HTTP_ADDR", "127.0.0.1:8080"),
             log_db=DbConfig(
                 log_path,
-                Synchronous(sync_raw),
+                env_synchronous(env),
                 env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
             ),
             redis_url=(env.get("REDIS_URL") or "").strip() or None,
@@ -76,6 +90,7 @@ class GatewaySettings:
             drain_s=env_float(env, "SAGA_DRAIN_S", 10.0),
             max_body_bytes=env_int(env, "SAGA_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             ready_timeout_s=env_float(env, "SAGA_READY_TIMEOUT_S", 0.5, minimum=0.01),
+            saga_policy=OrderSagaPolicy.from_env(env),
         )
 
     @property

@@ -50,7 +50,7 @@ async def serve(settings: RecoverySettings, stop: asyncio.Event) -> None:
     clock = SystemClock()
     runner = Runner(
         saga_log,
-        [order_saga(participants)],
+        [order_saga(participants, settings.saga_policy)],
         RunnerSettings(
             owner=new_owner_id("recovery"),
             lease_s=settings.lease_s,

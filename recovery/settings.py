@@ -8,26 +8,19 @@ from pathlib import Path
 
 from engine.config import (
     Address,
-    SettingsError,
     data_dir,
     env_addr,
     env_float,
     env_int,
     env_path,
+    env_synchronous,
 )
 from engine.crashpoints import CrashPoints
 from engine.sqlite import Synchronous
+from gateway.order_saga import OrderSagaPolicy
 from gateway.participants import ServiceAddresses
 
 __all__ = ["RecoverySettings"]
-
-
-def synchronous(env: Mapping[str, str]) -> Synchronous:
-    raw = (env.get("SAGA_SQLITE_SYNCHRONOUS") or "FULL").upper()
-    try:
-        return Synchronous(raw)
-    except ValueError:
-        raise SettingsError(f"SAGA_SQLITE_SYNCHRONOUS={raw!r}: expected FULL or NORMAL") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +34,14 @@ class RecoverySettings:
     metrics_addr: Address
     services: ServiceAddresses
     crash: CrashPoints
+    saga_policy: OrderSagaPolicy
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RecoverySettings:
         folder = data_dir(env)
         return cls(
             log_path=env_path(env, "SAGA_LOG_DB_PATH", folder / "saga.db"),
-            synchronous=synchronous(env),
+            synchronous=env_synchronous(env),
             lease_s=env_float(env, "SAGA_LEASE_S", 10.0, minimum=0.1),
             interval_s=env_float(env, "SAGA_RECOVERY_INTERVAL_S", 5.0, minimum=0.05),
             concurrency=env_int(env, "SAGA_RECOVERY_CONCURRENCY", 128, minimum=1),
@@ -55,4 +49,5 @@ class RecoverySettings:
             metrics_addr=env_addr(env, "RECOVERY_METRICS_ADDR", "127.0.0.1:9464"),
             services=ServiceAddresses.from_env(env),
             crash=CrashPoints.from_env(env),
+            saga_policy=OrderSagaPolicy.from_env(env),
         )

@@ -21,7 +21,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from engine.config import Address, SettingsError, data_dir, env_addr, env_float, env_int
+from engine.config import (
+    Address,
+    SettingsError,
+    data_dir,
+    env_addr,
+    env_float,
+    env_int,
+    env_synchronous,
+)
 from engine.sqlite import DbConfig, Synchronous
 from services.common.faults import FaultPlan, parse_faults
 from services.common.validate import MAX_ID_LEN, MAX_QUANTITY
@@ -74,9 +82,6 @@ class ServiceSettings:
             known = ", ".join(s.value for s in ServiceName)
             raise SettingsError(f"unknown service {name!r} (known: {known})") from None
         addr_var, addr_default = ADDRESSES[service]
-        sync_raw = (env.get("SAGA_SQLITE_SYNCHRONOUS") or "FULL").strip().upper()
-        if sync_raw not in (Synchronous.FULL, Synchronous.NORMAL):
-            raise SettingsError(f"SAGA_SQLITE_SYNCHRONOUS={sync_raw!r}: expected FULL or NORMAL")
         seed: tuple[tuple[str, int], ...] = ()
         if service is ServiceName.INVENTORY:
             seed = parse_seed_stock(env.get(SEED_VAR) or DEFAULT_SEED_STOCK)
@@ -84,7 +89,7 @@ class ServiceSettings:
             name=service,
             addr=env_addr(env, addr_var, addr_default),
             ledger_path=data_dir(env) / f"{service.value}.db",
-            synchronous=Synchronous(sync_raw),
+            synchronous=env_synchronous(env),
             busy_timeout_ms=env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
             grace_s=env_float(env, "SAGA_SHUTDOWN_GRACE_S", 5.0),
             seed_stock=seed,

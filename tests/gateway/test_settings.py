@@ -80,3 +80,21 @@ def test_crash_points_need_test_mode() -> None:
     assert CrashPoints.from_env({"SAGA_ENV": "test", "SAGA_CRASH_AT": "after_create"}).armed
     with pytest.raises(SettingsError):
         CrashPoints.from_env({"SAGA_CRASH_AT": "after_create"})
+
+
+def test_the_order_saga_budgets_come_from_the_environment() -> None:
+    from gateway.settings import GatewaySettings
+    from recovery.settings import RecoverySettings
+
+    env = {
+        "SAGA_STEP_MAX_ATTEMPTS": "3",
+        "SAGA_PARK_AFTER": "7",
+        "SAGA_STEP_TIMEOUT_S": "1.5",
+        "SAGA_MAX_STALLED_CLAIMS": "4",
+    }
+    for policy in (
+        GatewaySettings.from_env(env).saga_policy,
+        RecoverySettings.from_env(env).saga_policy,
+    ):
+        assert (policy.max_attempts, policy.park_after) == (3, 7)
+        assert (policy.step_timeout_s, policy.max_stalled_claims) == (1.5, 4)
