@@ -139,6 +139,10 @@ ChangeFn = Callable[[SagaRecord, Sequence[Transition]], Change]
 
 
 class SagaLog(Protocol):
+    """The durable saga log. Every transition it records carries a trace id: its own (a
+    step attempt's), else the saga's, so that a saga's whole history, claims and
+    operators' changes included, is found under the one trace it was created in."""
+
     async def create(
         self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
     ) -> CreateResult:

@@ -51,7 +51,15 @@ class MemorySagaLog:
             if fact in seen:  # the SQLite log's unique key: a fact is recorded once
                 raise ValueError(f"duplicate transition {fact} for saga {entry.record.id}")
             seen.add(fact)
-            entry.log.append(replace(t, seq=len(entry.log) + 1, at_ms=t.at_ms or now_ms))
+            entry.log.append(
+                replace(
+                    t,
+                    seq=len(entry.log) + 1,
+                    at_ms=t.at_ms or now_ms,
+                    # As the SQLite log: no trace of its own, the saga's.
+                    trace_id=t.trace_id or entry.record.trace_id,
+                )
+            )
 
     async def create(
         self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int

@@ -147,9 +147,11 @@ def _transition(row: Row) -> Transition:
 def _insert_transitions(
     conn: apsw.Connection, saga_seq: int, last_n: int, ts: Sequence[Transition], now_ms: int
 ) -> int:
+    # A transition without a trace of its own (a claim, an operator's change) is filed
+    # under the saga's.
     conn.executemany(
         "INSERT INTO transitions (saga_seq, n, step, phase, attempt, error, trace_id, at_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, COALESCE(?, (SELECT trace_id FROM sagas WHERE seq = ?)), ?)",
         [
             (
                 saga_seq,
@@ -159,6 +161,7 @@ def _insert_transitions(
                 t.attempt,
                 t.error,
                 t.trace_id,
+                saga_seq,
                 t.at_ms or now_ms,
             )
             for k, t in enumerate(ts, start=1)

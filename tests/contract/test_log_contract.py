@@ -193,6 +193,33 @@ async def test_change_appends_bumps_epoch_and_unowns(log: SagaLog) -> None:
     assert after is not None and after.epoch == 2, "a refused change changes nothing"
 
 
+async def test_every_transition_carries_a_trace_its_own_or_the_saga_s(log: SagaLog) -> None:
+    saga_trace, attempt_trace = "a" * 32, "b" * 32
+    traced = NewSaga("saga-1", "order", b"{}", trace_id=saga_trace)
+    await log.create(traced, owner="a", lease_expires_ms=NOW - 1, now_ms=NOW)
+    await log.create(new(2), owner="a", lease_expires_ms=NOW - 1, now_ms=NOW)  # no trace
+    await log.append(
+        "saga-1", 1, [Transition("s0", Phase.INTENT, 1, None, attempt_trace),
+                      Transition("", Phase.COMPENSATE, 0, "why")],
+        status=SagaStatus.COMPENSATING, reason="why", now_ms=NOW,
+    )  # fmt: skip
+    await log.claim("b", limit=2, now_ms=NOW, lease_expires_ms=NOW + 50)
+
+    def resume(rec: SagaRecord, ts: Sequence[Transition]) -> Change:
+        return Change((Transition("", Phase.RESUMED, 0, "op"),), SagaStatus.COMPENSATING, None)
+
+    await log.change("saga-1", resume, now_ms=NOW, actor="op")
+    phases_traces = [(t.phase, t.trace_id) for t in await log.transitions("saga-1")]
+    assert phases_traces == [
+        (Phase.CREATED, saga_trace),
+        (Phase.INTENT, attempt_trace),  # its own
+        (Phase.COMPENSATE, saga_trace),
+        (Phase.CLAIMED, saga_trace),
+        (Phase.RESUMED, saga_trace),
+    ]
+    assert {t.trace_id for t in await log.transitions("saga-2")} == {None}
+
+
 async def test_pages_newest_first_with_filters(log: SagaLog) -> None:
     for i in range(7):
         await log.create(new(i), owner=None, lease_expires_ms=0, now_ms=NOW + i)
