@@ -2,8 +2,10 @@
 
 A tracer provider is always installed, so every request and saga step has a trace id to
 log and to store in the saga log (W3C `traceparent` is propagated over HTTP and gRPC).
-Spans leave the process only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (OTLP over gRPC);
-without it they are dropped as they end, which costs next to nothing.
+Spans leave the process only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (OTLP over gRPC).
+Without it nothing is sampled: spans are non-recording, so they still mint and carry trace
+and span ids (for the logs, the saga log and `traceparent`) but keep no attributes and
+are never queued, which costs a few microseconds per span.
 """
 
 from __future__ import annotations
@@ -15,10 +17,37 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-__all__ = ["setup_tracing"]
+__all__ = ["service_name", "setup_tracing", "tracer_provider"]
 
 log = logging.getLogger(__name__)
+
+
+def service_name(role: str) -> str:
+    """The `service.name` of a process's spans: saga-gateway, saga-order, …"""
+    return f"saga-{role}"
+
+
+def tracer_provider(
+    service: str, env: Mapping[str, str], *, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """A tracer provider for `service` that exports to `exporter`, else over OTLP when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set, else samples nothing (ids only)."""
+    endpoint = (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip()
+    if exporter is None and endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+        log.info("exporting spans to %s", endpoint)
+    resource = Resource.create({"service.name": service_name(service)})
+    if exporter is None:
+        return TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    # The SDK's default sampler (parent-based, always on; OTEL_TRACES_SAMPLER may say
+    # otherwise) and batch processor (OTEL_BSP_* tune it).
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
 
 
 def setup_tracing(
@@ -26,14 +55,6 @@ def setup_tracing(
 ) -> TracerProvider:
     """Install the process's tracer provider; call `shutdown()` on it when stopping so
     that queued spans are flushed. `exporter` overrides the OTLP one (tests)."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"saga-{service}"}))
-    endpoint = (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip()
-    if exporter is None and endpoint:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-        log.info("exporting spans to %s", endpoint)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = tracer_provider(service, env, exporter=exporter)
     trace.set_tracer_provider(provider)
     return provider
