@@ -9,6 +9,12 @@ passed in is the caller's to close.
 
 Everything a route needs is one `Gateway` (gateway/context.py) on `app.state`, set by the
 lifespan: no module-level state, so two apps live side by side in one test process.
+
+Traces hang on the boundary (STYLE 9): OpenTelemetry's FastAPI instrumentation makes a
+server span per request, continuing the caller's `traceparent`; a new order's saga is
+filed under that span's trace id, each step attempt is a span of that trace (TracingHooks)
+and each call to a participant a client span under it, whose `traceparent` the service
+continues. Probes (/healthz, /readyz, /metrics) make no spans.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import TracerProvider
 
 from engine.crashpoints import CrashPoints
 from engine.idempotency import IdempotencyCache, NullCache
@@ -59,9 +68,11 @@ def create_app(
     crash: CrashPoints | None = None,
     policy: OrderSagaPolicy | None = None,
     owner: str | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     """The HTTP API. Resources not given are opened by the lifespan from `settings`;
-    `policy` tunes the order saga's retries, `owner` names the runner (tests)."""
+    `policy` tunes the order saga's retries, `owner` names the runner (tests);
+    `tracer_provider` is where spans go (the process's global one when None)."""
     metrics = metrics or GatewayMetrics()
     app_clock = clock or SystemClock()
 
@@ -77,7 +88,7 @@ def create_app(
                 saga_log = opened
             parts = participants
             if parts is None:
-                parts = Participants(settings.services)
+                parts = Participants(settings.services, tracer_provider=tracer_provider)
                 stack.push_async_callback(parts.close)
             idem = cache
             if idem is None:
@@ -99,7 +110,8 @@ def create_app(
                     claim=True,
                 ),
                 clock=app_clock,
-                hooks=TracingHooks(metrics.saga),  # spans per attempt, as the daemon
+                # spans per attempt, as the daemon
+                hooks=TracingHooks(metrics.saga, _tracer(tracer_provider)),
                 crash=crash,
             )
             await runner.start()
@@ -134,7 +146,23 @@ def create_app(
     app.include_router(routes_sagas.router)
     app.include_router(routes_ops.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    # Outermost (it wraps the whole middleware stack): every answer, errors included, is
+    # inside the request's span. The ASGI receive/send spans would only add noise.
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=tracer_provider,
+        excluded_urls=_UNTRACED,
+        exclude_spans=["receive", "send"],
+    )
     return app
+
+
+# Probes are scraped every few seconds and belong to no order's story.
+_UNTRACED = "/healthz,/readyz,/metrics"
+
+
+def _tracer(provider: TracerProvider | None) -> trace.Tracer:
+    return (provider or trace.get_tracer_provider()).get_tracer("saga.engine")
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

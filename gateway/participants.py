@@ -17,7 +17,8 @@ from typing import Final, TypeVar
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
+from opentelemetry.trace import TracerProvider
 
 from engine.config import Address, env_addr, format_addr
 from engine.errors import StaleEpoch, TransientStepError
@@ -88,11 +89,24 @@ SERVICE_NAMES: Final = (
 class Participants:
     """One channel per service, shared by every saga in the process."""
 
-    def __init__(self, addresses: ServiceAddresses, *, call_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        addresses: ServiceAddresses,
+        *,
+        call_timeout_s: float = 5.0,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        """`tracer_provider`: where the client spans go (the process's global one when
+        None)."""
         self.addresses = addresses
         self._timeout = call_timeout_s
-        # OpenTelemetry's client interceptors put the current trace in `traceparent`.
-        tracing = aio_client_interceptors()  # type: ignore[no-untyped-call]
+        # OpenTelemetry's client interceptors make a client span per call, a child of the
+        # step attempt's span, and put it in `traceparent`. Health checks (/readyz) are
+        # not part of any order's story: no spans.
+        tracing = aio_client_interceptors(  # type: ignore[no-untyped-call]
+            tracer_provider=tracer_provider,
+            filter_=filters.negate(filters.health_check()),
+        )
         self._channels = [
             aio.insecure_channel(format_addr(a), interceptors=tracing)
             for a in (addresses.order, addresses.payment, addresses.inventory)

@@ -6,7 +6,6 @@ engine/idempotency.py, and the saga in engine/runner.py.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from typing import Annotated, Final
 
@@ -29,7 +28,6 @@ router = APIRouter(tags=["orders"])
 GW = Annotated[Gateway, Depends(gateway)]
 MAX_PAGE: Final = 100
 RETRY_AFTER_S: Final = "1"
-_TRACEPARENT: Final = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 _CREATED_HEADERS: Final = {
     "Location": {"description": "/orders/{id}", "schema": {"type": "string"}},
@@ -39,18 +37,6 @@ _CREATED_HEADERS: Final = {
         "schema": {"type": "string", "enum": ["true"]},
     },
 }
-
-
-def _trace_id(traceparent: str | None) -> str | None:
-    """The trace to file the saga under: the request's span when tracing instruments the
-    app, else the caller's W3C `traceparent`."""
-    current = current_trace_id()
-    if current is not None:
-        return current
-    match = _TRACEPARENT.match(traceparent.strip()) if traceparent else None
-    if match is None or match.group(1) == "0" * 32:
-        return None
-    return match.group(1)
 
 
 @router.post(
@@ -103,7 +89,9 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
         definition=ORDER_SAGA,
         payload=order.to_payload(),
         idempotency_key=key,
-        trace_id=_trace_id(request.headers.get("traceparent")),
+        # The request's trace (its server span continues the caller's `traceparent`): the
+        # saga and every step, in any process that ever drives it, stay in this trace.
+        trace_id=current_trace_id(),
     )
     # Shielded: a client that hangs up must not cut the start between the durable write and
     # the runner taking the saga (it would sit owned and undriven until the lease ran out).

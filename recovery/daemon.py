@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 
+from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry, start_http_server
 
 from engine.config import format_addr
@@ -32,8 +34,15 @@ __all__ = ["serve"]
 log = logging.getLogger("saga.recovery")
 
 
-async def serve(settings: RecoverySettings, stop: asyncio.Event) -> None:
-    """Run until `stop` is set, then drain and hand unfinished sagas back."""
+async def serve(
+    settings: RecoverySettings,
+    stop: asyncio.Event,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> None:
+    """Run until `stop` is set, then drain and hand unfinished sagas back. Spans go to
+    `tracer_provider` (the process's global one when None): a resumed saga's spans join
+    the trace stored with it in the log (engine/tracing.py)."""
     registry = CollectorRegistry()
     metrics = SagaMetrics(registry, recovery=True)
     host, port = settings.metrics_addr
@@ -46,7 +55,8 @@ async def serve(settings: RecoverySettings, stop: asyncio.Event) -> None:
     saga_log = SqliteSagaLog.open(
         DbConfig(settings.log_path, synchronous=settings.synchronous), on_batch=metrics.on_batch
     )
-    participants = Participants(settings.services)
+    participants = Participants(settings.services, tracer_provider=tracer_provider)
+    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("saga.engine")
     clock = SystemClock()
     runner = Runner(
         saga_log,
@@ -59,7 +69,7 @@ async def serve(settings: RecoverySettings, stop: asyncio.Event) -> None:
             drain_s=settings.drain_s,
         ),
         clock=clock,
-        hooks=TracingHooks(metrics),
+        hooks=TracingHooks(metrics, tracer),
         crash=settings.crash,
     )
     log.info(

@@ -2,6 +2,10 @@
 and times it by method and status code (Prometheus), and OpenTelemetry's own gRPC server
 interceptor that continues the caller's trace from its `traceparent` metadata.
 
+The order an RPC is about (its `order_id`, or `id` for the Order service) is the saga's
+id: it is stamped on the server span (`saga.id`) and on every log line written while the
+RPC runs (`saga_id`), so one id finds a saga's steps in every process.
+
 Labels are the service, the method and the status code, never an order id.
 """
 
@@ -13,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from engine.config import Address, format_addr
+from engine.logs import SAGA_ID
 from services.common.errors import ListenError
 
 __all__ = ["MetricsEndpoint", "RpcMetrics", "interceptors"]
@@ -65,6 +72,10 @@ class RpcMetrics(_Interceptor):
         async def observed(request: Any, context: Any) -> Any:
             started = time.perf_counter()
             code = "UNKNOWN"
+            saga_id = _saga_id(request)
+            token = SAGA_ID.set(saga_id)
+            if saga_id is not None:
+                trace.get_current_span().set_attribute("saga.id", saga_id)
             try:
                 response = await behavior(request, context)
                 code = _code_name(context) or "OK"
@@ -73,6 +84,7 @@ class RpcMetrics(_Interceptor):
                 code = _code_name(context) or "UNKNOWN"
                 raise
             finally:
+                SAGA_ID.reset(token)
                 self.calls.labels(self._service, method, code).inc()
                 self.seconds.labels(self._service, method).observe(time.perf_counter() - started)
 
@@ -81,6 +93,15 @@ class RpcMetrics(_Interceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _saga_id(request: Any) -> str | None:
+    """The order (= saga) a request names, if any: `order_id`, or the Order service's `id`."""
+    for field in ("order_id", "id"):
+        value = getattr(request, field, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _code_name(context: Any) -> str | None:
@@ -96,10 +117,15 @@ def _code_name(context: Any) -> str | None:
 
 
 def interceptors(
-    service: str, registry: CollectorRegistry
+    service: str, registry: CollectorRegistry, tracer_provider: TracerProvider | None = None
 ) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-    """Tracing first, so the metrics interceptor's work happens inside the server span."""
-    tracing: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor()  # type: ignore[no-untyped-call]
+    """Tracing first, so the metrics interceptor's work happens inside the server span.
+    Health checks (a probe every few seconds) make no spans; they are still counted.
+    `tracer_provider`: the process's global one when None."""
+    tracing: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider,
+        filter_=filters.negate(filters.health_check()),
+    )
     return [tracing, RpcMetrics(service, registry)]
 
 

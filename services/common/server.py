@@ -25,6 +25,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from engine.config import Address, format_addr
@@ -87,9 +88,12 @@ class RunningService:
                 self.metrics.close()
 
 
-async def start(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
+async def start(
+    spec: ServiceSpec, settings: ServiceSettings, *, tracer_provider: TracerProvider | None = None
+) -> RunningService:
     """Open the ledger and start serving; raises EngineError subclasses for a bad ledger
-    file (StorageError, MigrationError, LedgerOpenError) or address (ListenError)."""
+    file (StorageError, MigrationError, LedgerOpenError) or address (ListenError).
+    `tracer_provider`: where the server spans go (the process's global one when None)."""
     store = await asyncio.to_thread(
         LedgerStore, settings.db, spec.migrations, name=f"{spec.name}-ledger"
     )
@@ -100,7 +104,7 @@ async def start(spec: ServiceSpec, settings: ServiceSettings) -> RunningService:
         # SO_REUSEPORT is grpc's default on Linux: without turning it off a second service
         # on the same port would start "fine" and share the traffic of the first.
         server = grpc.aio.server(
-            interceptors=interceptors(spec.name, registry),
+            interceptors=interceptors(spec.name, registry, tracer_provider),
             options=[("grpc.so_reuseport", 0)],
         )
         spec.register(server, Edge(store, FaultInjector(settings.faults)))
