@@ -22,8 +22,8 @@ from gateway.participants import Participants, ServiceAddresses
 from services.common.server import start
 from services.main import spec_for
 from tests.gateway.conftest import FAST, ORDER_50, ORDER_600, Api, gateway_settings, running
-from tests.obs.spans import STEP_RPCS, Span, Spans, from_sdk
 from tests.services.helpers import settings_for
+from tests.support.spans import STEP_RPCS, Span, Spans, from_sdk
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
