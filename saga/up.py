@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from engine.config import env_float
+from engine.logs import configure_logging
 
 log = logging.getLogger("saga.up")
 
@@ -69,7 +70,7 @@ def _spawn(child: Child, env: Mapping[str, str]) -> None:
 
 
 def run_up(env: Mapping[str, str], stack: Sequence[tuple[str, ...]] = STACK) -> int:
-    logging.basicConfig(level=logging.INFO, format="saga up: %(message)s")
+    configure_logging("up")  # as its children: JSON lines, or SAGA_LOG_FORMAT=text
     settings = UpSettings.from_env(env)
     stop = threading.Event()
 
