@@ -106,6 +106,17 @@ class SagaMetrics:
             registry=registry,
         )
 
+        if recovery:
+            for outcome in _OUTCOME.values():
+                self.recovered.labels(outcome)
+
+    def declare(self, definition: str) -> None:
+        """Publish a definition's series at 0 before its first saga, so that a dashboard's
+        rate() and a "from 0 to 1" check see them from the process's start."""
+        self.started.labels(definition)
+        for outcome in _OUTCOME.values():
+            self.finished.labels(definition, outcome)
+
     # ---- engine.hooks.Hooks ------------------------------------------------------------
 
     def saga_started(self, definition: str) -> None:

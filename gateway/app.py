@@ -99,6 +99,7 @@ def create_app(
                 )
                 stack.push_async_callback(idem.close)
             definition = order_saga(parts, policy or settings.saga_policy)
+            metrics.saga.declare(definition.name)
             runner = Runner(
                 saga_log,
                 [definition],

@@ -66,6 +66,8 @@ class GatewayMetrics:
             ["layer"],
             registry=r,
         )
+        for layer in ("redis", "log"):
+            self.idempotency_hits.labels(layer)  # at 0 from the start
         self.cache_errors = Counter(
             "saga_idempotency_cache_errors",
             "Failed idempotency cache operations (the log answered instead)",

@@ -58,9 +58,11 @@ async def serve(
     participants = Participants(settings.services, tracer_provider=tracer_provider)
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("saga.engine")
     clock = SystemClock()
+    definition = order_saga(participants, settings.saga_policy)
+    metrics.declare(definition.name)
     runner = Runner(
         saga_log,
-        [order_saga(participants, settings.saga_policy)],
+        [definition],
         RunnerSettings(
             owner=new_owner_id("recovery"),
             lease_s=settings.lease_s,
