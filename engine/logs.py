@@ -27,6 +27,8 @@ class _ContextFilter(logging.Filter):
         self._role = role
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn adds a copy of its message with terminal colour codes: not for JSON.
+        record.__dict__.pop("color_message", None)
         record.process_name = self._role
         record.saga_id = SAGA_ID.get()
         ctx = trace.get_current_span().get_span_context()

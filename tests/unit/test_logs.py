@@ -30,3 +30,16 @@ def test_json_lines_name_the_saga_and_the_trace(capsys: pytest.CaptureFixture[st
     assert line["trace_id"] == f"{ctx.trace_id:032x}"
     assert line["span_id"] == f"{ctx.span_id:016x}"
     assert line["timestamp"].endswith("+00:00")
+
+
+def test_uvicorn_s_colour_copy_of_a_message_is_left_out(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("gateway")
+    try:
+        logging.getLogger("uvicorn.error").info(
+            "Finished server process [%d]", 7, extra={"color_message": "\x1b[36m%d\x1b[0m"}
+        )
+    finally:
+        logging.getLogger().handlers.clear()
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["message"] == "Finished server process [7]"
+    assert "color_message" not in line
