@@ -411,3 +411,18 @@ def test_the_dashboard_queries_only_metrics_the_code_exports() -> None:
         "saga_log_commit_seconds_bucket",
         "saga_service_rpc_total",
     } <= queried
+
+
+def test_the_readme_s_metrics_table_is_what_the_code_exports() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Observability", 1)[1].split("\n### Metrics", 1)[1]
+    section = section.split("\n### ", 1)[0]
+    documented = set(re.findall(r"^\| `(saga_[a-z_]+)` \|", section, re.M))
+    exported = exported_series()
+    # The table names a counter as its series (`_total`), a histogram by its family name.
+    families = {
+        name.removesuffix("_bucket")
+        for name, kind in exported.items()
+        if kind != "histogram" or name.endswith("_bucket")
+    }
+    assert documented == families
