@@ -15,9 +15,8 @@ import pytest
 from engine.log import NewSaga
 from gateway.orders import ORDER_SAGA, Item, OrderRequest
 from tests.gateway.procs import Stack, stack, wait_terminal
-from tests.support.procs import ServiceProcess, free_port
+from tests.support.procs import ServiceProcess
 from tests.support.prom import Scrape, scrape
-from tests.support.stack import DaemonProcess
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +109,7 @@ def test_gateway_service_and_daemon_metrics_move_as_sagas_run(tmp_path: Path) ->
         # The daemon: a saga left by a dead gateway is recovered, and counted so.
         assert s.gateway is not None
         s.gateway.terminate()
-        daemon = start_daemon(s)
+        daemon = s.recovery()
         with daemon:
             url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
             idle = scrape(url)
@@ -126,16 +125,6 @@ def test_gateway_service_and_daemon_metrics_move_as_sagas_run(tmp_path: Path) ->
             assert orphan not in recovered.label_values()
         report = s.audit()
         assert report.ok, report.violations
-
-
-def start_daemon(s: Stack) -> DaemonProcess:
-    port = free_port()
-    env = {
-        **s.gateway_env,
-        "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}",
-        "SAGA_RECOVERY_INTERVAL_S": "0.2",
-    }
-    return DaemonProcess(env, s.data / "recovery.log", port).start()
 
 
 def seed_orphan(s: Stack) -> str:

@@ -22,9 +22,7 @@ from engine.core import Phase
 from engine.log import SagaFilter
 from tests.gateway.procs import Stack, stack, wait_terminal
 from tests.support.otlp import OtlpReceiver
-from tests.support.procs import free_port
 from tests.support.spans import STEP_RPCS, Span, Spans
-from tests.support.stack import DaemonProcess
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +54,7 @@ def everything_of_one_order(spans: Spans) -> bool:
 def test_one_order_is_one_trace_across_real_processes(tmp_path: Path) -> None:
     with OtlpReceiver() as otlp:
         env = exporting(otlp)
-        with stack(tmp_path, service_env=env, gateway_env=env) as s, s.client() as client:
+        with stack(tmp_path, gateway_env=env) as s, s.client() as client:
             resp = client.post("/orders", json=ORDER, headers={
                 "traceparent": f"00-{TRACE}-{CALLER}-01"})  # fmt: skip
             assert resp.status_code == 201, resp.text
@@ -110,9 +108,9 @@ def everything_the_daemon_did(spans: Spans) -> bool:
 def test_a_saga_recovered_after_a_crash_stays_in_its_trace(tmp_path: Path) -> None:
     with OtlpReceiver() as otlp:
         env = exporting(otlp)
-        gateway_env = {**env, "SAGA_LEASE_S": "1"}  # the dead gateway's claim ends soon
-        with stack(tmp_path, service_env=env, gateway_env=gateway_env, start_gateway=False) as s:
-            gateway = s.start_gateway(SAGA_ENV="test", SAGA_CRASH_AT="after_intent:charge_payment")
+        # A short lease: the dead gateway's claim ends soon.
+        with stack(tmp_path, gateway_env={**env, "SAGA_LEASE_S": "1"}, start_gateway=False) as s:
+            gateway = s.start_gateway(SAGA_CRASH_AT="after_intent:charge_payment")
             # The gateway may die before it answers: the saga is durable either way.
             with s.client() as client, contextlib.suppress(httpx.HTTPError):
                 client.post("/orders", json=ORDER, headers={
@@ -120,13 +118,8 @@ def test_a_saga_recovered_after_a_crash_stays_in_its_trace(tmp_path: Path) -> No
             assert gateway.wait(15) == -9, gateway.output()
             saga_id = only_saga(s)
 
-            port = free_port()
-            daemon = DaemonProcess(
-                {**s.gateway_env, **env, "SAGA_RECOVERY_INTERVAL_S": "0.2", "SAGA_LEASE_S": "2",
-                 "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}"},
-                s.data / "recovery.log", port,
-            )  # fmt: skip
-            with daemon.start():
+            daemon = s.recovery()  # the stack's env: it exports to this receiver too
+            with daemon:
                 deadline = time.monotonic() + 30
                 while transitions(s, saga_id)[-1][1] is not Phase.COMPLETED:
                     assert time.monotonic() < deadline, transitions(s, saga_id)
