@@ -46,3 +46,15 @@ def test_contract_names_are_stable() -> None:
         assert methods <= {m.name for m in service.methods}
     charge = payment_pb2.ChargeRequest.DESCRIPTOR.fields_by_name["amount_cents"]
     assert charge.type == charge.TYPE_INT64, "money is int64 cents, never a float"
+
+
+def test_proto_is_this_projects_package() -> None:
+    """`proto` is our top-level package; proto-plus (which installs a package of the same
+    name) must stay out of the dependency tree or it would shadow it."""
+    import importlib.metadata
+
+    import proto
+
+    assert Path(proto.__file__).resolve().parent == ROOT / "proto"
+    installed = {d.metadata["Name"].lower() for d in importlib.metadata.distributions()}
+    assert "proto-plus" not in installed
