@@ -33,6 +33,7 @@ from opentelemetry.trace import TracerProvider
 from engine.crashpoints import CrashPoints
 from engine.idempotency import IdempotencyCache, NullCache
 from engine.log import SagaLog
+from engine.memory_log import MemorySagaLog
 from engine.redis_cache import RedisCache
 from engine.runner import Clock, Runner, RunnerSettings, SystemClock, new_owner_id
 from engine.sqlite_log import SqliteSagaLog
@@ -45,7 +46,7 @@ from gateway.middleware import BodyLimit, RequestMetrics
 from gateway.order_saga import OrderSagaPolicy, order_saga
 from gateway.participants import Participants
 from gateway.schemas import ErrorOut, OrderIn
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, LogBackend
 
 __all__ = ["create_app"]
 
@@ -80,6 +81,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             saga_log = log
+            if saga_log is None and settings.log_backend is LogBackend.MEMORY:
+                saga_log = MemorySagaLog()  # benchmarks only: settings demand SAGA_ENV=test
             if saga_log is None:
                 opened = await asyncio.to_thread(
                     SqliteSagaLog.open, settings.log_db, on_batch=metrics.saga.on_batch

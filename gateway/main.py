@@ -34,7 +34,7 @@ from engine.errors import EngineError
 from engine.logs import configure_logging
 from engine.telemetry import setup_tracing
 from gateway.app import create_app
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, LogBackend
 
 __all__ = ["ListenError", "bind", "run_gateway"]
 
@@ -79,6 +79,8 @@ def run_gateway(env: Mapping[str, str]) -> None:
     tracing = setup_tracing("gateway", env)
     if crash.armed:
         log.warning("!!! crash point armed (SAGA_ENV=test): %s !!!", crash)
+    if settings.log_backend is LogBackend.MEMORY:
+        log.warning("!!! SAGA_LOG_BACKEND=memory (SAGA_ENV=test): NOTHING IS DURABLE !!!")
     try:
         sock = bind(settings.http_addr)
         try:
@@ -115,9 +117,13 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
             server = uvicorn.Server(config)
             server.should_exit = stop.is_set()  # a signal during start-up
             host, port = sock.getsockname()[:2]
+            where = (
+                "in memory, test only: nothing is durable"
+                if settings.log_backend is LogBackend.MEMORY
+                else str(settings.log_path)
+            )
             print(
-                f"gateway serving on http://{format_addr((host, port))} "
-                f"(saga log {settings.log_path})",
+                f"gateway serving on http://{format_addr((host, port))} (saga log {where})",
                 flush=True,
             )
             await server.serve(sockets=[sock])

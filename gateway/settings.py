@@ -19,6 +19,7 @@ The contract's variables (CONTRACT.md) and the gateway's own, each with a sane d
 | `SAGA_DRAIN_S` | on SIGTERM, how long calls in flight may finish | 10 |
 | `SAGA_MAX_BODY_BYTES` | largest request body (413 beyond) | 65536 |
 | `SAGA_READY_TIMEOUT_S` | per-service health check timeout of /readyz | 0.5 |
+| `SAGA_LOG_BACKEND` | `sqlite`; `memory`: tests and benchmarks only (`SAGA_ENV=test`) | sqlite |
 | `SAGA_STEP_MAX_ATTEMPTS` | attempts before a step before the pivot gives up (cancel) | 6 |
 | `SAGA_PARK_AFTER` | attempts of the pivot, later steps or a compensation before parking | 40 |
 | `SAGA_INITIAL_BACKOFF_S`, `SAGA_MAX_BACKOFF_S` | retry backoff (exponential, jitter) | 0.05, 2 |
@@ -26,16 +27,23 @@ The contract's variables (CONTRACT.md) and the gateway's own, each with a sane d
 | `SAGA_MAX_STALLED_CLAIMS` | claims without progress before a saga is parked | 16 |
 
 The last five shape the order saga; the recovery daemon reads the same ones.
+
+`SAGA_LOG_BACKEND=memory` keeps the saga log in the gateway's memory: nothing is durable,
+every acknowledged order is lost when the process ends. It exists so that a benchmark can
+measure the cost of durability on the real stack (`python -m bench e2e`), and it is
+refused unless `SAGA_ENV=test`: a production gateway must never lose durability silently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from engine.config import (
     Address,
+    SettingsError,
     data_dir,
     env_addr,
     env_float,
@@ -47,7 +55,27 @@ from engine.sqlite import DbConfig
 from gateway.order_saga import OrderSagaPolicy
 from gateway.participants import ServiceAddresses
 
-__all__ = ["GatewaySettings"]
+__all__ = ["GatewaySettings", "LogBackend"]
+
+
+class LogBackend(StrEnum):
+    SQLITE = "sqlite"  # the durable log: the only one a deployed gateway runs
+    MEMORY = "memory"  # engine.memory_log: tests and benchmarks only (SAGA_ENV=test)
+
+
+def _log_backend(env: Mapping[str, str]) -> LogBackend:
+    raw = (env.get("SAGA_LOG_BACKEND") or "sqlite").strip().lower()
+    try:
+        backend = LogBackend(raw)
+    except ValueError:
+        raise SettingsError(f"SAGA_LOG_BACKEND={raw!r}: expected sqlite or memory") from None
+    if backend is LogBackend.MEMORY and env.get("SAGA_ENV") != "test":
+        raise SettingsError(
+            "SAGA_LOG_BACKEND=memory is set but SAGA_ENV is not 'test': an in-memory saga "
+            "log loses every acknowledged order when the process ends; it is for tests and "
+            "benchmarks only; unset SAGA_LOG_BACKEND"
+        )
+    return backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +97,7 @@ class GatewaySettings:
     max_body_bytes: int = 64 * 1024
     ready_timeout_s: float = 0.5
     saga_policy: OrderSagaPolicy = field(default_factory=OrderSagaPolicy)
+    log_backend: LogBackend = LogBackend.SQLITE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -91,6 +120,7 @@ class GatewaySettings:
             max_body_bytes=env_int(env, "SAGA_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             ready_timeout_s=env_float(env, "SAGA_READY_TIMEOUT_S", 0.5, minimum=0.01),
             saga_policy=OrderSagaPolicy.from_env(env),
+            log_backend=_log_backend(env),
         )
 
     @property

@@ -10,7 +10,7 @@ import pytest
 from engine.config import SettingsError
 from engine.crashpoints import CrashPoints
 from engine.sqlite import Synchronous
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, LogBackend
 
 
 def test_defaults() -> None:
@@ -98,3 +98,15 @@ def test_the_order_saga_budgets_come_from_the_environment() -> None:
     ):
         assert (policy.max_attempts, policy.park_after) == (3, 7)
         assert (policy.step_timeout_s, policy.max_stalled_claims) == (1.5, 4)
+
+
+def test_the_in_memory_log_is_for_tests_only() -> None:
+    assert GatewaySettings.from_env({}).log_backend is LogBackend.SQLITE
+    test_mode = {"SAGA_ENV": "test", "SAGA_LOG_BACKEND": "memory"}
+    assert GatewaySettings.from_env(test_mode).log_backend is LogBackend.MEMORY
+    with pytest.raises(SettingsError) as err:  # production never loses durability silently
+        GatewaySettings.from_env({"SAGA_LOG_BACKEND": "memory"})
+    assert "SAGA_ENV" in err.value.message
+    with pytest.raises(SettingsError) as err:
+        GatewaySettings.from_env({"SAGA_LOG_BACKEND": "postgres"})
+    assert "SAGA_LOG_BACKEND" in err.value.message
