@@ -8,6 +8,7 @@ of a large backlog, overload) are added here as further subcommands sharing benc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,87 @@ __all__ = ["main"]
 def main() -> None:
     """Benchmarks of the saga engine. Not tests: they print numbers beside baselines
     measured in the same run, and assert nothing about time."""
+
+
+def _out_option(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("bench/out"),
+        show_default=True,
+        help=f"Folder for {name}.md, {name}.json (and {name}.png where there is a chart).",
+    )
+
+
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Where the temporary data folders go (default: the system temp dir); choose the "
+    "disk you want to measure.",
+)
+
+
+def _echo_report(markdown: str, files: tuple[Path, ...]) -> None:
+    click.echo(markdown)
+    for path in files:
+        click.echo(f"wrote {path}", err=True)
+
+
+def _progress(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Concurrency 4, one second, one rep.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions per cell (default 3).")
+@click.option(
+    "-c",
+    "--concurrency",
+    "concurrencies",
+    type=click.IntRange(1),
+    multiple=True,
+    help="Concurrent HTTP clients; repeat for several (default 16 64 256).",
+)
+@click.option("--duration", type=click.FloatRange(0.1), help="Seconds measured (default 10).")
+@click.option("--warmup", type=click.FloatRange(0), help="Seconds before measuring (default 2).")
+@click.option("--no-redis", is_flag=True, help="No Redis idempotency cache (the log alone).")
+@click.option("--no-chart", is_flag=True, help="Write no PNG chart.")
+@_out_option("e2e")
+@_data_dir_option
+@click.pass_context
+def e2e(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    concurrencies: tuple[int, ...],
+    duration: float | None,
+    warmup: float | None,
+    no_redis: bool,
+    no_chart: bool,
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """HTTP POST /orders to terminal saga on the real stack: durable log vs in-memory log."""
+    from bench.e2e import E2eSettings, run
+
+    settings = E2eSettings.quick() if quick else E2eSettings()
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        concurrencies=concurrencies or settings.concurrencies,
+        duration_s=duration or settings.duration_s,
+        warmup_s=settings.warmup_s if warmup is None else warmup,
+        redis=not no_redis,
+        chart=not no_chart,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", *(f"-c {c}" for c in settings.concurrencies)]
+    flags += [f"--duration {settings.duration_s:g}", f"--warmup {settings.warmup_s:g}"]
+    flags += [] if settings.redis else ["--no-redis"]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, _progress)
+    _echo_report(report.markdown, report.files)
 
 
 @main.command()

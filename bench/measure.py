@@ -1,0 +1,107 @@
+"""What the stack benchmarks (e2e, recovery, overload) share: reading the orders back
+after a run, waiting for the sagas to settle, CPU shares of the stack's processes, and
+small statistics over samples.
+
+The time an order reached its terminal status is read afterwards, never polled during
+the load: it is the saga's `updated_ms` (its last write is its terminal status), read
+from `GET /orders` pages once every saga has settled. Both clocks are the machine's wall
+clock, so `updated_ms - sent` is the order's time to terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from bench.report import fmt_num
+from bench.stack import Proc
+
+__all__ = [
+    "CpuMeter",
+    "OrderEnd",
+    "fetch_orders",
+    "fmt_cpu",
+    "wait_settled",
+]
+
+PAGE: Final = 100
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEnd:
+    status: str  # PENDING, CONFIRMED, CANCELLED
+    created_ms: int
+    updated_ms: int  # for a CONFIRMED or CANCELLED order: when it became so
+
+
+def _get_json(url: str, timeout_s: float = 30.0) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        doc = json.loads(resp.read())
+    assert isinstance(doc, dict), doc
+    return doc
+
+
+def _ms(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339).timestamp() * 1000)
+
+
+def wait_settled(base_url: str, timeout_s: float) -> bool:
+    """Wait until no order is PENDING (every saga terminal or parked), up to timeout_s;
+    one cheap query every quarter second, after the load, so it measures nothing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page = _get_json(f"{base_url}/orders?status=PENDING&limit=1")
+        if not page["orders"]:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+
+
+def fetch_orders(base_url: str) -> dict[str, OrderEnd]:
+    """Every order the gateway knows, by id (pages of GET /orders)."""
+    out: dict[str, OrderEnd] = {}
+    cursor: str | None = None
+    while True:
+        query = {"limit": str(PAGE)} | ({"cursor": cursor} if cursor else {})
+        page = _get_json(f"{base_url}/orders?{urllib.parse.urlencode(query)}")
+        orders = page["orders"]
+        assert isinstance(orders, list)
+        for o in orders:
+            out[o["id"]] = OrderEnd(o["status"], _ms(o["created_at"]), _ms(o["updated_at"]))
+        nxt = page.get("next_cursor")
+        if not nxt:
+            return out
+        cursor = str(nxt)
+
+
+class CpuMeter:
+    """CPU seconds each process used between `start` and `stop`, as cores (CPU seconds
+    per second of wall time): 1.0 is one core busy for the whole interval."""
+
+    def __init__(self, procs: Mapping[str, Proc]) -> None:
+        self._procs = dict(procs)
+        self._t0 = 0.0
+        self._c0: dict[str, float] = {}
+        self.cores: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._c0 = {name: p.cpu_seconds() for name, p in self._procs.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._t0
+        self.cores = {
+            name: (p.cpu_seconds() - self._c0[name]) / wall for name, p in self._procs.items()
+        }
+        return self.cores
+
+
+def fmt_cpu(cores: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {fmt_num(100 * c)}%" for name, c in cores.items())
