@@ -37,12 +37,31 @@ class _Entry:
 
 class MemorySagaLog:
     """`SagaLog` in a dict. Every method completes without awaiting, so each is atomic
-    with respect to other coroutines on the loop, like one SQLite transaction."""
+    with respect to other coroutines on the loop, like one SQLite transaction.
+
+    Like the SQLite log's indexes, `_active` holds only the unfinished sagas, in creation
+    order, so that claims, queue depth and lease renewals cost what is in flight, not
+    the whole history: the end-to-end benchmark's in-memory baseline would otherwise
+    slow down with every saga it finished (a claim scanned and sorted them all)."""
 
     def __init__(self) -> None:
-        self._by_id: dict[str, _Entry] = {}
+        self._by_id: dict[str, _Entry] = {}  # creation order, as `seq`
         self._by_key: dict[str, str] = {}
+        self._active: dict[str, _Entry] = {}  # RUNNING or COMPENSATING, in `seq` order
         self._next_seq = 1
+
+    def _track(self, entry: _Entry) -> None:
+        """Keep `_active` in step with the entry's status (after every change of it)."""
+        sid = entry.record.id
+        if entry.record.status not in ACTIVE_STATUSES:
+            self._active.pop(sid, None)
+            return
+        if sid in self._active:
+            return
+        newest = next(reversed(self._active.values()), None)
+        self._active[sid] = entry
+        if newest is not None and newest.seq > entry.seq:  # an old saga active again
+            self._active = dict(sorted(self._active.items(), key=lambda kv: kv[1].seq))
 
     def _append(self, entry: _Entry, ts: Sequence[Transition], now_ms: int) -> None:
         seen = {(t.step, t.phase, t.attempt) for t in entry.log}
@@ -93,6 +112,7 @@ class MemorySagaLog:
         self._next_seq += 1
         self._append(entry, [Transition("", Phase.CREATED, 1, None, new.trace_id)], now_ms)
         self._by_id[new.id] = entry
+        self._track(entry)
         if new.idempotency_key is not None:
             self._by_key[new.idempotency_key] = new.id
         return CreateResult(record, created=True)
@@ -121,12 +141,13 @@ class MemorySagaLog:
             )
         self._append(entry, transitions, now_ms)
         entry.record = replace(entry.record, status=status, reason=reason, updated_ms=now_ms)
+        self._track(entry)
 
     async def claim(
         self, owner: str, *, limit: int, now_ms: int, lease_expires_ms: int
     ) -> list[Takeover]:
         taken: list[Takeover] = []
-        for entry in sorted(self._by_id.values(), key=lambda e: e.seq):
+        for entry in list(self._active.values()):
             if len(taken) >= limit:
                 break
             rec = entry.record
@@ -157,12 +178,13 @@ class MemorySagaLog:
             reason=change.reason,
             updated_ms=now_ms,
         )
+        self._track(entry)
         return entry.record
 
     async def renew(self, owner: str, *, lease_expires_ms: int) -> int:
         n = 0
-        for entry in self._by_id.values():
-            if entry.record.owner == owner and entry.record.status in ACTIVE_STATUSES:
+        for entry in self._active.values():
+            if entry.record.owner == owner:
                 entry.record = replace(entry.record, lease_expires_ms=lease_expires_ms)
                 n += 1
         return n
@@ -170,9 +192,9 @@ class MemorySagaLog:
     async def release(self, owner: str, saga_ids: Sequence[str] | None = None) -> int:
         wanted = None if saga_ids is None else set(saga_ids)
         n = 0
-        for entry in self._by_id.values():
+        for entry in self._active.values():
             rec = entry.record
-            if rec.owner != owner or rec.status not in ACTIVE_STATUSES:
+            if rec.owner != owner:
                 continue
             if wanted is not None and rec.id not in wanted:
                 continue
@@ -191,7 +213,7 @@ class MemorySagaLog:
     async def list_sagas(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
         before = None if cursor is None else decode_cursor(cursor)
         matches: list[_Entry] = []
-        for entry in sorted(self._by_id.values(), key=lambda e: -e.seq):
+        for entry in reversed(self._by_id.values()):  # newest first
             rec = entry.record
             if before is not None and entry.seq >= before:
                 continue
@@ -213,17 +235,10 @@ class MemorySagaLog:
         )
 
     async def count_claimable(self, *, now_ms: int) -> int:
-        return sum(
-            1
-            for e in self._by_id.values()
-            if e.record.status in ACTIVE_STATUSES and e.record.lease_expires_ms < now_ms
-        )
+        return sum(1 for e in self._active.values() if e.record.lease_expires_ms < now_ms)
 
     async def oldest_unfinished_ms(self) -> int | None:
-        times = [
-            e.record.created_ms for e in self._by_id.values() if e.record.status in ACTIVE_STATUSES
-        ]
-        return min(times) if times else None
+        return min((e.record.created_ms for e in self._active.values()), default=None)
 
     async def count_by_status(self) -> dict[SagaStatus, int]:
         counts = dict.fromkeys(SagaStatus, 0)

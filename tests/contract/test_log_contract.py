@@ -153,6 +153,20 @@ async def test_finished_and_parked_sagas_are_not_claimed(log: SagaLog) -> None:
     assert await log.claim("b", limit=10, now_ms=NOW, lease_expires_ms=NOW) == []
 
 
+async def test_a_parked_saga_resumed_is_claimed_in_creation_order(log: SagaLog) -> None:
+    await log.create(new(1), owner=None, lease_expires_ms=0, now_ms=NOW)
+    await log.append("saga-1", 1, [], status=SagaStatus.NEEDS_ATTENTION, reason="x", now_ms=NOW)
+    await log.create(new(2), owner=None, lease_expires_ms=0, now_ms=NOW)
+
+    def resume(rec: SagaRecord, ts: Sequence[Transition]) -> Change:
+        return Change((Transition("", Phase.RESUMED, 1, "op"),), SagaStatus.RUNNING, None)
+
+    await log.change("saga-1", resume, now_ms=NOW, actor="op")  # older, active again
+    taken = await log.claim("b", limit=10, now_ms=NOW, lease_expires_ms=NOW + 50)
+    assert [t.record.id for t in taken] == ["saga-1", "saga-2"]
+    assert await log.oldest_unfinished_ms() == NOW
+
+
 async def test_renew_and_release_in_bulk(log: SagaLog) -> None:
     for i in range(3):
         await log.create(new(i), owner="a", lease_expires_ms=NOW, now_ms=NOW)
