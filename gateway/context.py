@@ -33,8 +33,10 @@ class Gateway:
     clock: Clock
 
 
-def gateway(request: Request) -> Gateway:
-    """FastAPI dependency: the running app's Gateway."""
+async def gateway(request: Request) -> Gateway:
+    """FastAPI dependency: the running app's Gateway. A coroutine on purpose: FastAPI runs
+    a plain `def` dependency in its thread pool, a thread hand-off and two loop wake-ups
+    for every request just to read an attribute."""
     gw: Gateway | None = getattr(request.app.state, "gateway", None)
     if gw is None:
         raise RuntimeError("the gateway is not started: run the app's lifespan first")
