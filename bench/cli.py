@@ -190,6 +190,49 @@ def engine(
         click.echo(f"wrote {path}", err=True)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="60 sagas, one rep.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions (default 3).")
+@click.option("--sagas", type=click.IntRange(1), help="Sagas in the backlog (default 10,000).")
+@click.option(
+    "--daemon-concurrency",
+    type=click.IntRange(1),
+    help="SAGA_RECOVERY_CONCURRENCY of the daemon (default 128, its own default).",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the spread.")
+@_out_option("recovery")
+@_data_dir_option
+@click.pass_context
+def recovery(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    sagas: int | None,
+    daemon_concurrency: int | None,
+    seed: int,
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """One saga recovery daemon against sagas left unfinished at random steps, vs fresh."""
+    from bench.recovery import RecoverySettings, run
+
+    settings = RecoverySettings.quick() if quick else RecoverySettings()
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        sagas=sagas or settings.sagas,
+        concurrency=daemon_concurrency or settings.concurrency,
+        seed=seed,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]
+    flags += [f"--daemon-concurrency {settings.concurrency}", f"--seed {settings.seed}"]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, _progress)
+    _echo_report(report.markdown, report.files)
+
+
 def _replay(command_path: str, settings: EngineBenchSettings) -> str:
     """The command that repeats this measurement, every count spelled out."""
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]
