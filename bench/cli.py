@@ -233,6 +233,45 @@ def recovery(
     _echo_report(report.markdown, report.files)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="Seconds, not minutes; SAGA_MAX_QUEUE=20.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions (default 1).")
+@click.option("--factor", type=click.FloatRange(0.1), help="Offered ÷ sustainable (default 2).")
+@click.option("--duration", type=click.FloatRange(0.1), help="Seconds of overload (default 25).")
+@click.option("--max-queue", type=click.IntRange(0), help="SAGA_MAX_QUEUE (default 2000).")
+@_out_option("overload")
+@_data_dir_option
+@click.pass_context
+def overload(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    factor: float | None,
+    duration: float | None,
+    max_queue: int | None,
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """Twice the sustainable rate, open loop: 503 overloaded, bounded memory, nothing lost."""
+    from bench.overload import OverloadSettings, run
+
+    settings = OverloadSettings.quick() if quick else OverloadSettings()
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        factor=factor or settings.factor,
+        overload_s=duration or settings.overload_s,
+        max_queue=settings.max_queue if max_queue is None else max_queue,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", f"--factor {settings.factor:g}"]
+    flags += [f"--duration {settings.overload_s:g}", f"--max-queue {settings.max_queue}"]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, _progress)
+    _echo_report(report.markdown, report.files)
+
+
 def _replay(command_path: str, settings: EngineBenchSettings) -> str:
     """The command that repeats this measurement, every count spelled out."""
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]
