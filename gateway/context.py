@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -12,6 +12,7 @@ from engine.definition import SagaDefinition
 from engine.idempotency import IdempotencyCache
 from engine.log import SagaLog
 from engine.runner import Clock, Runner
+from gateway.admission import Admission
 from gateway.metrics import GatewayMetrics
 from gateway.participants import Participants
 from gateway.settings import GatewaySettings
@@ -31,6 +32,7 @@ class Gateway:
     metrics: GatewayMetrics
     definitions: Mapping[str, SagaDefinition]
     clock: Clock
+    admission: Admission = field(default_factory=Admission)  # the durable queue's bound
 
 
 async def gateway(request: Request) -> Gateway:

@@ -18,7 +18,7 @@ from engine.tracing import current_trace_id
 from gateway.context import Gateway, gateway
 from gateway.errors import ApiError, public_code
 from gateway.order_input import idempotency_key, is_json_media_type, parse_order
-from gateway.orders import ORDER_SAGA, Order, OrderStatus, statuses_for
+from gateway.orders import ORDER_SAGA, Order, OrderRequest, OrderStatus, statuses_for
 from gateway.schemas import OrderOut, OrderPage, errors, order_out
 
 __all__ = ["router"]
@@ -73,10 +73,14 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
         )
     key = idempotency_key(request.headers)
     order = parse_order(await request.body())
-    if not gw.runner.has_capacity:
-        # Busy: the saga would wait in the log. Refuse before writing once the wait is long.
-        waiting = await gw.log.count_claimable(now_ms=gw.clock.now_ms())
-        if waiting >= gw.settings.max_queue:
+    queued = not gw.runner.has_capacity
+    if queued:
+        # Busy: the saga would wait in the log. Refuse before writing once the wait is long
+        # (gateway/admission.py: requests in flight count, the log is counted sparingly).
+        waiting = await gw.admission.enter(
+            gw.settings.max_queue, lambda: gw.log.count_claimable(now_ms=gw.clock.now_ms())
+        )
+        if waiting is not None:
             gw.metrics.order_refused("overloaded")
             raise ApiError(
                 503,
@@ -84,6 +88,14 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
                 f"{waiting} orders are waiting to be processed; retry shortly",
                 headers={"Retry-After": RETRY_AFTER_S},
             )
+    try:
+        return await _start(response, gw, key, order)
+    finally:
+        if queued:
+            gw.admission.leave()
+
+
+async def _start(response: Response, gw: Gateway, key: str | None, order: OrderRequest) -> OrderOut:
     new = NewSaga(
         id=str(uuid.uuid4()),
         definition=ORDER_SAGA,

@@ -376,6 +376,25 @@ async def test_a_busy_gateway_with_a_long_queue_is_503_overloaded(tmp_path: Path
         assert 'saga_orders_refused_total{code="overloaded"} 2.0' in metrics
 
 
+async def test_concurrent_posts_never_queue_past_the_bound(tmp_path: Path) -> None:
+    # Every POST used to count the queue and then write: ten at once all saw it empty and
+    # all queued. Places are taken before the writes now (gateway/admission.py).
+    nowhere = ("127.0.0.1", free_port())
+    settings = gateway_settings(
+        tmp_path, ServiceAddresses(nowhere, nowhere, nowhere), runner_capacity=1, max_queue=3
+    )
+    patient = OrderSagaPolicy(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.1)
+    async with running(settings, policy=patient) as api:
+        assert (await api.post_order(order(("prod_1", 1, 1)))).status_code == 201  # driven
+        burst = await asyncio.gather(
+            *(api.post_order(order(("prod_1", 1, 2 + i))) for i in range(10))
+        )
+        codes = sorted(r.status_code for r in burst)
+        assert codes == [201] * 3 + [503] * 7
+        page = await api.log.list_sagas(SagaFilter(), limit=20)
+        assert len(page.items) == 4
+
+
 class SlowLog(MemorySagaLog):
     """Creating a saga waits until the test says so: time for a client to hang up."""
 
