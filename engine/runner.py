@@ -143,6 +143,11 @@ class Runner:
         # Claims of sagas whose previous drive here has not ended yet (see adopt).
         self._successors: dict[str, Takeover] = {}
         self._stopping = False
+        # Sagas this runner queued in the log may still wait there: new ones queue behind
+        # them instead of overtaking them (the queue is drained oldest first). Cleared
+        # when a claim comes back short with no saga queued meanwhile (`_queued` counts).
+        self._backlog = False
+        self._queued = 0
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
 
@@ -195,6 +200,12 @@ class Runner:
     def has_capacity(self) -> bool:
         return not self._stopping and len(self._tasks) < self.settings.capacity
 
+    @property
+    def takes_new(self) -> bool:
+        """A new saga would be driven at once, not queued in the log: there is a free
+        slot and no saga this runner queued is known to be waiting for one."""
+        return self.has_capacity and not self._backlog
+
     async def wait_idle(self) -> None:
         """Wait until no saga is being driven (tests, benchmarks; bound it with a timeout)."""
         while self._tasks:
@@ -214,7 +225,7 @@ class Runner:
         if new.definition not in self.definitions:
             raise EngineError(f"unknown saga definition {new.definition!r}")
         now = self._clock.now_ms()
-        owned = self.has_capacity
+        owned = self.takes_new
         result = await self.log.create(
             new,
             owner=self.settings.owner if owned else None,
@@ -227,6 +238,8 @@ class Runner:
             if owned and not self._stopping:
                 self._spawn(result.record, ())
             else:
+                self._backlog = True
+                self._queued += 1
                 self._wake.set()
         return result
 
@@ -507,6 +520,7 @@ class Runner:
         if self._stopping or free <= 0:
             return 0
         now = self._clock.now_ms()
+        queued_before = self._queued
         try:
             taken = await self.log.claim(
                 self.settings.owner,
@@ -522,6 +536,8 @@ class Runner:
         self._hooks.claimed(len(taken))
         if taken and len(taken) == min(free, self.settings.claim_batch):
             self._wake.set()  # there may be more waiting
+        elif self._queued == queued_before:
+            self._backlog = False  # the queue was drained and nothing queued since
         return len(taken)
 
 

@@ -73,7 +73,7 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
         )
     key = idempotency_key(request.headers)
     order = parse_order(await request.body())
-    queued = not gw.runner.has_capacity
+    queued = not gw.runner.takes_new
     if queued:
         # Busy: the saga would wait in the log. Refuse before writing once the wait is long
         # (gateway/admission.py: requests in flight count, the log is counted sparingly).

@@ -14,7 +14,15 @@ import pytest
 
 from engine.core import Phase, SagaStatus
 from engine.crashpoints import CRASH_POINTS, STEP_POINTS, CrashPoints
-from engine.definition import RetryPolicy, SagaDefinition, StepContext, StepKind, StepResult
+from engine.definition import (
+    Done,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+    StepContext,
+    StepKind,
+    StepResult,
+)
 from engine.log import NewSaga, SagaLog, SagaRecord
 from engine.memory_log import MemorySagaLog
 from engine.operations import cancel_saga, retry_saga
@@ -369,3 +377,36 @@ async def test_a_saga_nobody_here_can_drive_is_parked_not_looped(
     assert rec.status is SagaStatus.NEEDS_ATTENTION
     assert rec.reason is not None
     assert "unknown saga definition" in rec.reason
+
+
+async def test_new_sagas_queue_behind_waiting_ones_instead_of_overtaking(log: SagaLog) -> None:
+    gate = asyncio.Event()
+
+    async def held(ctx: StepContext) -> StepResult:
+        if ctx.saga_id == "first":
+            await gate.wait()
+        return Done()
+
+    defn = SagaDefinition("held", (Step("only", held, kind=StepKind.PIVOT),))
+    runner = Runner(log, [defn], RunnerSettings(owner="a", capacity=1, claim=False))
+    await runner.start()
+    first = await runner.start_saga(NewSaga("first", "held", b"{}"))
+    waiting = await runner.start_saga(NewSaga("waiting", "held", b"{}"))
+    assert (first.record.owner, waiting.record.owner) == ("a", None)
+    gate.set()
+    await asyncio.wait_for(runner.wait_idle(), 5)
+    assert runner.has_capacity and not runner.takes_new  # a slot, but one waits for it
+    late = await runner.start_saga(NewSaga("late", "held", b"{}"))
+    assert late.record.owner is None, "a new saga must not overtake one waiting in the log"
+    assert await runner.claim_now() == 1  # the oldest: "waiting"
+    await asyncio.wait_for(runner.wait_idle(), 5)
+    assert await runner.claim_now() == 1  # then "late"; the queue is empty again
+    await asyncio.wait_for(runner.wait_idle(), 5)
+    assert await runner.claim_now() == 0
+    assert runner.takes_new
+    for sid in ("first", "waiting", "late"):
+        rec = await log.get(sid)
+        assert rec is not None and rec.status is SagaStatus.COMPLETED
+    claimed = [(await log.transitions(s))[1].at_ms for s in ("waiting", "late")]
+    assert claimed == sorted(claimed)
+    await runner.stop()
