@@ -25,13 +25,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from bench.loadgen import LoadChild, LoadResult, LoadSpec
+from bench.loadgen import CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec, Sample
 from bench.measure import CpuMeter, OrderEnd, fetch_orders, fmt_cpu, wait_settled
 from bench.report import (
     Series,
@@ -104,7 +105,7 @@ class Run:
     p99_201_s: float | None = None
     p50_terminal_s: float | None = None
     p99_terminal_s: float | None = None
-    not_201: int = 0  # answers other than 201 (and client-side failures), whole run
+    not_201: dict[str, int] = field(default_factory=dict)  # other answers, whole run
     unsettled: int = 0  # sagas still not terminal SETTLE_S after the load
     settle_s: float = 0.0  # from the end of the load until every saga was terminal
     cpu: dict[str, float] = field(default_factory=dict)  # cores used, by process
@@ -118,6 +119,11 @@ class Run:
     @property
     def finished_per_s(self) -> float | None:
         return None if self.error else self.finished / self.window_s
+
+
+def _answer(sample: Sample) -> str:
+    names = {TIMEOUT: "client timeout", CONNECT_ERROR: "connection error"}
+    return names.get(sample.status, f"{sample.status} {sample.error}".strip())
 
 
 def _analyse(
@@ -150,7 +156,7 @@ def _analyse(
         p99_201_s=percentile(lat_201, 99),
         p50_terminal_s=percentile(lat_end, 50),
         p99_terminal_s=percentile(lat_end, 99),
-        not_201=len(load.samples) - len(ok),
+        not_201=dict(Counter(_answer(s) for s in load.samples if s.status != 201)),
         unsettled=sum(1 for e in ends.values() if e.status == "PENDING"),
         client_cpu=load.cpu_seconds / load.seconds,
     )
@@ -223,7 +229,7 @@ class Row:
     client_cpu: float | None
     vs_memory: float | None  # end-to-end orders/s over the in-memory stack's, same rep
     accepted_vs_memory: float | None  # accepted orders/s, likewise
-    not_201: int
+    not_201: dict[str, int]
     errors: tuple[str, ...] = ()
 
 
@@ -273,7 +279,7 @@ def summarize(runs: Sequence[Run]) -> tuple[Row, ...]:
                     _med([r.client_cpu for r in ok]),
                     None if memory else _med([_ratio(runs, r, _e2e) for r in ok]),
                     None if memory else _med([_ratio(runs, r, _accepted) for r in ok]),
-                    sum(r.not_201 for r in mine),
+                    dict(sum((Counter(r.not_201) for r in mine), Counter())),
                     tuple(sorted({r.error for r in mine if r.error})),
                 )
             )
@@ -375,9 +381,14 @@ def render(
             )
     if cpu_lines:
         parts += ["", "CPU by process (repetition 1):", "", *cpu_lines]
-    failures = sum(r.not_201 for r in rows)
-    if failures:
-        parts += ["", f"Answers other than 201 (all repetitions): {failures}."]
+    for row in rows:
+        if row.not_201:
+            what = ", ".join(f"{n:,} {k}" for k, n in sorted(row.not_201.items()))
+            parts += [
+                "",
+                f"Answers other than 201, {row.backend.value} at {row.concurrency} (all "
+                f"repetitions): {what}.",
+            ]
     for row in rows:
         for e in row.errors:
             parts += ["", f"{row.backend.value} at {row.concurrency} failed: `{e}`"]

@@ -1,0 +1,92 @@
+"""The stack benchmarks run (CI smoke): `bench e2e|recovery|overload --quick` each start
+the real stack, complete in seconds and write a well-formed table.
+
+No timing is asserted, ever: only that each completes, that its table has the columns
+its module declares and a number where a number belongs, and that the invariants it
+reports on (the audit, nothing lost) hold. Skipped where the stack cannot run: Redis
+(e2e and overload start a private redis-server) may be missing from a machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main as bench_main
+from bench.e2e import HEADER as E2E_HEADER
+from bench.e2e import Backend
+from bench.loadgen import LoadResult, Sample
+from bench.recovery import HEADER as RECOVERY_HEADER
+from bench.recovery import Kind
+
+pytestmark = pytest.mark.slow
+
+needs_redis = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is not installed"
+)
+
+
+def _table(markdown: str) -> list[list[str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", "").removesuffix("x").removesuffix("%"))
+
+
+def _invoke(*args: str) -> str:
+    result = CliRunner().invoke(bench_main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@needs_redis
+def test_e2e_quick_writes_a_row_per_backend(tmp_path: Path) -> None:
+    output = _invoke("e2e", "--quick", "--no-chart", "--out", str(tmp_path))
+    markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
+    assert markdown in output
+    header, separator, *rows = _table(markdown)
+    assert tuple(header) == E2E_HEADER
+    assert len(separator) == len(E2E_HEADER)
+    assert {(row[0], row[1]) for row in rows} == {(b.value, "4") for b in Backend}
+    for row in rows:
+        assert len(row) == len(E2E_HEADER)
+        assert _number(row[2]) > 0 and _number(row[4]) > 0  # accepted, end to end
+    raw = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))
+    assert len(raw["runs"]) == 2 and all(r["error"] is None for r in raw["runs"])
+
+
+def test_recovery_quick_recovers_every_saga_and_the_audit_agrees(tmp_path: Path) -> None:
+    _invoke("recovery", "--quick", "--out", str(tmp_path))
+    markdown = (tmp_path / "recovery.md").read_text(encoding="utf-8")
+    header, _, *rows = _table(markdown)
+    assert tuple(header) == ("backlog", *RECOVERY_HEADER)
+    assert [row[0] for row in rows] == [k.value for k in Kind]
+    for row in rows:
+        assert _number(row[5]) > 0  # sagas/s
+        assert row[7] == "0" and row[8] == "0"  # none parked, no audit violation
+    assert "by crash point:" in markdown  # the spread of the crashed backlog is described
+
+
+@needs_redis
+def test_overload_quick_refuses_cleanly_and_loses_nothing(tmp_path: Path) -> None:
+    _invoke("overload", "--quick", "--out", str(tmp_path))
+    markdown = (tmp_path / "overload.md").read_text(encoding="utf-8")
+    _, _, *rows = _table(markdown)
+    cells = {row[0]: row[1] for row in rows}
+    assert _number(cells["sustainable rate (orders/s, measured first)"]) > 0
+    assert _number(cells["201 accepted"]) > 0
+    assert cells["201s not terminal after SIGKILL + recovery"] == "0"
+    assert cells["audit violations"] == "0"
+    assert cells["other 5xx"] == "0"
+    assert cells["503 overloaded"] == cells["… of which with Retry-After"]
+
+
+def test_load_results_survive_their_json() -> None:
+    result = LoadResult(1.5, 2.0, 0.1, (Sample(0.1, 0.02, 201, "id", False, ""),))
+    assert LoadResult.from_json(result.to_json()) == result
