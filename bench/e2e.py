@@ -22,7 +22,6 @@ Both backends are measured at every concurrency in every repetition, interleaved
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from bench.report import (
     median,
     percentile,
     write_chart,
+    write_outputs,
 )
 from bench.stack import BenchStack
 
@@ -443,15 +443,15 @@ def run(settings: E2eSettings, progress: Callable[[str], None]) -> E2eReport:
     info = machine(data_dir)
     markdown = render(settings, rows, runs, info)
     out = settings.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "e2e.md").write_text(markdown, encoding="utf-8")
-    raw = {
-        "settings": {**asdict(settings), "out": str(out), "data_dir": str(data_dir)},
-        "machine": info,
-        "runs": [{**asdict(r), "backend": r.backend.value} for r in runs],
-    }
-    (out / "e2e.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    files = [out / "e2e.md", out / "e2e.json"]
+    files = write_outputs(
+        out,
+        "e2e",
+        markdown,
+        settings=asdict(settings),
+        machine=info,
+        runs=[{**asdict(r), "backend": r.backend.value} for r in runs],
+        data_dir=data_dir,
+    )
     chart = _chart(settings, rows) if settings.chart else None
     if chart is not None:
         files.append(chart)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from bench.report import (
     median,
     percentile,
     write_chart,
+    write_outputs,
 )
 from engine.core import SagaStatus
 from engine.definition import Done, SagaDefinition, Step, StepContext, StepKind, StepResult
@@ -433,15 +433,15 @@ def run(settings: EngineBenchSettings, progress: Callable[[str], None]) -> Engin
     info = machine(data_dir, extra)
     markdown = render(settings, rows, info, dbos_note)
     out = settings.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.md").write_text(markdown, encoding="utf-8")
-    raw = {
-        "settings": {**asdict(settings), "out": str(out), "data_dir": str(data_dir)},
-        "machine": info,
-        "runs": [{**asdict(r), "backend": r.backend.value} for r in runs],
-    }
-    (out / "engine.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    files = [out / "engine.md", out / "engine.json"]
+    files = write_outputs(
+        out,
+        "engine",
+        markdown,
+        settings=asdict(settings),
+        machine=info,
+        runs=[{**asdict(r), "backend": r.backend.value} for r in runs],
+        data_dir=data_dir,
+    )
     chart = _chart(settings, rows) if settings.chart else None
     if chart is not None:
         files.append(chart)

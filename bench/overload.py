@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import tempfile
 import threading
 import time
@@ -33,7 +32,7 @@ from typing import Final
 
 from bench.loadgen import CLIENT_FULL, CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec
 from bench.measure import fetch_orders, wait_settled
-from bench.report import fmt_ms, fmt_num, machine, markdown_table, percentile
+from bench.report import fmt_ms, fmt_num, machine, markdown_table, percentile, write_outputs
 from bench.stack import BenchStack, Proc
 from engine.core import ACTIVE_STATUSES
 from engine.sqlite import DbConfig, open_connection
@@ -424,14 +423,13 @@ def run(settings: OverloadSettings, progress: Callable[[str], None]) -> Overload
     info = machine(data_dir)
     markdown = render(settings, runs, info)
     out = settings.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overload.md").write_text(markdown, encoding="utf-8")
-    raw = {
-        "settings": {**asdict(settings), "out": str(out), "data_dir": str(data_dir)},
-        "machine": info,
-        "runs": [asdict(r) for r in runs],
-    }
-    (out / "overload.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    return OverloadReport(
-        settings, tuple(runs), markdown, (out / "overload.md", out / "overload.json")
+    files = write_outputs(
+        out,
+        "overload",
+        markdown,
+        settings=asdict(settings),
+        machine=info,
+        runs=[asdict(r) for r in runs],
+        data_dir=data_dir,
     )
+    return OverloadReport(settings, tuple(runs), markdown, tuple(files))

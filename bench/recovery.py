@@ -14,7 +14,6 @@ The ratio recovery ÷ fresh is taken within each repetition; cells are medians.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from typing import Final
 
 from bench.crashed import Spread, build_crashed, build_fresh, spread_lines
 from bench.measure import CpuMeter, fmt_cpu
-from bench.report import fmt_num, fmt_ratio, machine, markdown_table, median
+from bench.report import fmt_num, fmt_ratio, machine, markdown_table, median, write_outputs
 from bench.stack import BenchStack
 from engine.core import ACTIVE_STATUSES
 from engine.sqlite import DbConfig, open_connection
@@ -259,13 +258,13 @@ def run(settings: RecoverySettings, progress: Callable[[str], None]) -> Recovery
     info = machine(data_dir)
     markdown = render(settings, runs, info)
     out = settings.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recovery.md").write_text(markdown, encoding="utf-8")
-    raw = {
-        "settings": {**asdict(settings), "out": str(out), "data_dir": str(data_dir)},
-        "machine": info,
-        "runs": [{**asdict(r), "kind": r.kind.value} for r in runs],
-    }
-    (out / "recovery.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    files = (out / "recovery.md", out / "recovery.json")
-    return RecoveryReport(settings, tuple(runs), markdown, files)
+    files = write_outputs(
+        out,
+        "recovery",
+        markdown,
+        settings=asdict(settings),
+        machine=info,
+        runs=[{**asdict(r), "kind": r.kind.value} for r in runs],
+        data_dir=data_dir,
+    )
+    return RecoveryReport(settings, tuple(runs), markdown, tuple(files))

@@ -9,6 +9,7 @@ of I/O, does not move a median of three or five).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -165,3 +166,27 @@ def machine(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     }
     info.update(extra or {})
     return info
+
+
+def write_outputs(
+    out: Path,
+    name: str,
+    markdown: str,
+    *,
+    settings: dict[str, object],
+    machine: dict[str, str],
+    runs: list[dict[str, object]],
+    data_dir: Path,
+) -> list[Path]:
+    """Every benchmark's two files: NAME.md (the table) and NAME.json (every raw run,
+    with the settings and the machine), in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    md, raw = out / f"{name}.md", out / f"{name}.json"
+    md.write_text(markdown, encoding="utf-8")
+    doc = {
+        "settings": {**settings, "out": str(out), "data_dir": str(data_dir)},
+        "machine": machine,
+        "runs": runs,
+    }
+    raw.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return [md, raw]

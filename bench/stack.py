@@ -66,29 +66,35 @@ class StackError(RuntimeError):
     """A process of the stack exited or did not get ready; the message ends with its log."""
 
 
-def free_port() -> int:
+# The probes and the clean environment below are shared with the test suites'
+# real-process helpers (tests/support/procs.py), which import them from here.
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now (the OS's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
+def tcp_open(host: str, port: int, timeout: float = 0.25) -> bool:
+    """True when something accepts TCP connections on host:port."""
     try:
-        with socket.create_connection((host, port), timeout=0.25):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
 
 
-def grpc_serving(address: str) -> bool:
-    """The service's standard gRPC health check says SERVING."""
+def grpc_serving(address: str, service: str = "", timeout: float = 0.5) -> bool:
+    """One gRPC health check: True when `service` ("" = the server) is SERVING."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     with grpc.insecure_channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=0.5
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.RpcError:
             return False
@@ -173,7 +179,10 @@ class Proc:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _base_env(overrides: Mapping[str, str]) -> dict[str, str]:
+def base_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without the project's settings (SAGA_*, *_ADDR, …),
+    plus `overrides`: a child sees only what its caller sets. The services' metrics
+    endpoints go on free ports, so that stacks never collide on the defaults."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("SAGA_") and k not in _PROJECT_VARS
     }
@@ -200,15 +209,13 @@ class BenchStack:
 
     def __post_init__(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
-        self.env = _base_env(
-            {
-                "SAGA_DATA_DIR": str(self.data),
-                "SAGA_LOG_FORMAT": "text",
-                "SAGA_LOG_LEVEL": "WARNING",  # a log line per saga would be the bottleneck
-                "HTTP_ADDR": f"127.0.0.1:{self.port}",
-                "INVENTORY_SEED_STOCK": self.seed_stock,
-                **{var: f"127.0.0.1:{free_port()}" for var in SERVICES.values()},
-            }
+        self.env = base_env(
+            SAGA_DATA_DIR=str(self.data),
+            SAGA_LOG_FORMAT="text",
+            SAGA_LOG_LEVEL="WARNING",  # a log line per saga would be the bottleneck
+            HTTP_ADDR=f"127.0.0.1:{self.port}",
+            INVENTORY_SEED_STOCK=self.seed_stock,
+            **{var: f"127.0.0.1:{free_port()}" for var in SERVICES.values()},
         )
 
     @property
@@ -260,7 +267,7 @@ class BenchStack:
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "no", "--dir", str(self.root)]
         self.redis_proc = self._spawn("redis", argv, self.env)
-        self.redis_proc.wait_ready(lambda: tcp_open(port), 10.0)
+        self.redis_proc.wait_ready(lambda: tcp_open("127.0.0.1", port), 10.0)
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
 
     def start_services(self) -> None:
@@ -283,7 +290,7 @@ class BenchStack:
         port = free_port()
         env = {**self.env, "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}", **extra}
         self.daemon = self._saga("recovery", ["recovery"], env)
-        self.daemon.wait_ready(lambda: tcp_open(port))
+        self.daemon.wait_ready(lambda: tcp_open("127.0.0.1", port))
         return self.daemon
 
     def close(self) -> None:

@@ -21,7 +21,6 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,8 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from bench.stack import SERVICES, base_env, free_port, grpc_serving, tcp_open
 
 __all__ = [
     "ProcessFailed",
@@ -45,70 +43,13 @@ __all__ = [
     "tcp_open",
 ]
 
-SERVICE_ADDR_VARS: Final = {
-    "order": "ORDER_SERVICE_ADDR",
-    "payment": "PAYMENT_SERVICE_ADDR",
-    "inventory": "INVENTORY_SERVICE_ADDR",
-}
-# Variables of the project that a developer's shell may have set; a test says what it means.
-_PROJECT_VARS: Final = (
-    "REDIS_URL",
-    "HTTP_ADDR",
-    "RECOVERY_METRICS_ADDR",
-    "INVENTORY_SEED_STOCK",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    *SERVICE_ADDR_VARS.values(),
-)
+SERVICE_ADDR_VARS: Final = SERVICES
 
 _LIVE: set[SagaProcess] = set()
 
 
 class ProcessFailed(RuntimeError):
     """A process exited or did not get ready in time; the message ends with its log."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now (the OS's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def tcp_open(host: str, port: int, timeout: float = 0.25) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def grpc_serving(address: str, service: str = "", timeout: float = 0.5) -> bool:
-    """One gRPC health check: True when `service` ("" = the server) is SERVING."""
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def base_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without the project's settings (SAGA_*, *_ADDR, …),
-    plus `overrides`: a child sees only what the test sets."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("SAGA_") and key not in _PROJECT_VARS
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    # Metrics endpoints on free ports, so that tests never collide on the defaults.
-    for var in ("ORDER_METRICS_ADDR", "PAYMENT_METRICS_ADDR", "INVENTORY_METRICS_ADDR"):
-        env[var] = "127.0.0.1:0"
-    env.update(overrides)
-    return env
 
 
 class SagaProcess:

@@ -30,6 +30,7 @@ import httpx
 import pytest
 import redis
 
+from bench.stack import http_ok
 from engine.log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
@@ -77,13 +78,6 @@ ORDERS: Mapping[str, OrderRequest] = {
     "declined": order(60_000),
     "out_of_stock": order(100, "prod_3"),
 }
-
-
-def http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class DaemonProcess(SagaProcess):
