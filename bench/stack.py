@@ -161,16 +161,6 @@ class Proc:
                 os.kill(self.pid, signal.SIGKILL)
         self.popen.wait()
 
-    def terminate(self, timeout_s: float = 15.0) -> int:
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                return self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.popen.wait()
-
     def tail(self, lines: int = 30) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

@@ -90,7 +90,6 @@ class Order:
     reason: str | None
     created_ms: int
     updated_ms: int
-    saga_status: SagaStatus
 
     @classmethod
     def from_saga(cls, record: SagaRecord) -> Order:
@@ -103,5 +102,4 @@ class Order:
             reason=record.reason if status is OrderStatus.CANCELLED else None,
             created_ms=record.created_ms,
             updated_ms=record.updated_ms,
-            saga_status=record.status,
         )

@@ -5,7 +5,6 @@ engine/idempotency.py, and the saga in engine/runner.py.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Final
 
@@ -105,10 +104,10 @@ async def _start(response: Response, gw: Gateway, key: str | None, order: OrderR
         # saga and every step, in any process that ever drives it, stay in this trace.
         trace_id=current_trace_id(),
     )
-    # Shielded: a client that hangs up must not cut the start between the durable write and
-    # the runner taking the saga (it would sit owned and undriven until the lease ran out).
+    # A client that hangs up cannot strand the saga: Runner.start_saga shields the durable
+    # write and the start of its drive together.
     try:
-        outcome = await asyncio.shield(start_once(gw.runner, gw.cache, new))
+        outcome = await start_once(gw.runner, gw.cache, new)
     except EngineError as exc:
         gw.metrics.order_refused(public_code(exc))
         raise

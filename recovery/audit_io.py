@@ -27,7 +27,6 @@ from recovery.audit import OrderRow, PaymentRow, ReservationRow, SagaRow, Snapsh
 __all__ = ["AuditUnavailable", "read_snapshot", "wait_until_settled"]
 
 PAGE = 1000
-T = TypeVar("T")
 
 
 class AuditUnavailable(EngineError):
