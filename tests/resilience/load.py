@@ -11,12 +11,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
 
+from tests.support.procs import SagaProcess
 from tests.support.stack import Stack
 
 BODIES = (
@@ -89,6 +90,7 @@ def run_load(
     done.set()
     if side is not None:
         side.join(60)
+        assert not side.is_alive(), "the side thread outlived the load by a minute"
     return result
 
 
@@ -100,3 +102,25 @@ def check_all_finished(stack: Stack, result: LoadResult) -> None:
             assert rec is not None, f"{key}: order {order_id} got a 201 but is not in the log"
             assert rec.status.finished, f"{key}: order {order_id} is {rec.status}"
             assert rec.idempotency_key == key
+
+
+def kill_in_turn(
+    victims: Sequence[SagaProcess], every_s: tuple[float, float], seed: int
+) -> Callable[[threading.Event, LoadResult], None]:
+    """A `during` for `run_load`: SIGKILL each victim in turn, `every_s` apart, and start
+    it again after a short pause. The plan runs to its end even once the clients have all
+    had their 201s (their sagas are still running then), so a run makes the same kills on a
+    fast machine as on a slow one; a killer that stopped with the clients made fewer kills
+    the faster the machine."""
+    rnd = random.Random(seed)
+
+    def killer(done: threading.Event, result: LoadResult) -> None:
+        for proc in victims:
+            time.sleep(rnd.uniform(*every_s))
+            proc.kill()
+            with result.lock:
+                result.kills += 1
+            time.sleep(rnd.uniform(0.0, 0.3))
+            proc.start()
+
+    return killer
