@@ -139,6 +139,9 @@ class ProbeLog:
     async def get(self, saga_id: str) -> SagaRecord | None:
         return await self.inner.get(saga_id)
 
+    async def get_by_key(self, idempotency_key: str) -> SagaRecord | None:
+        return await self.inner.get_by_key(idempotency_key)
+
     async def transitions(self, saga_id: str) -> list[Transition]:
         return await self.inner.transitions(saga_id)
 

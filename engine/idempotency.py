@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.log import IdempotencyKeyReused, NewSaga, SagaRecord
+from engine.log import IdempotencyKeyReused, NewSaga, SagaLog, SagaRecord, replay
 from engine.runner import Runner
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "IdempotencyCache",
     "NullCache",
     "StartOutcome",
+    "recognise",
     "start_once",
 ]
 
@@ -89,3 +90,16 @@ async def start_once(runner: Runner, cache: IdempotencyCache, new: NewSaga) -> S
     return StartOutcome(
         result.record, replayed=not result.created, layer=None if result.created else "log"
     )
+
+
+async def recognise(log: SagaLog, new: NewSaga) -> StartOutcome | None:
+    """`new` as a replay, found by a read alone: for when no saga can be started (the
+    queue is full, the log cannot be written) but one with this key may exist, so that a
+    client retrying a lost answer gets its order rather than the refusal. None when the key
+    is absent or new; IdempotencyKeyReused when it named another request."""
+    if new.idempotency_key is None:
+        return None
+    existing = await log.get_by_key(new.idempotency_key)
+    if existing is None:
+        return None
+    return StartOutcome(replay(existing, new).record, replayed=True, layer="log")

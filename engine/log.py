@@ -103,6 +103,16 @@ class CreateResult:
     created: bool  # False: the idempotency key already named this saga (a replay)
 
 
+def replay(existing: SagaRecord, new: NewSaga) -> CreateResult:
+    """`new` again, whose idempotency key already names `existing`: that saga, if the
+    request is the same; IdempotencyKeyReused if it is not. One rule for every adapter."""
+    if existing.payload_digest != new.digest:
+        raise IdempotencyKeyReused(
+            "this idempotency key was used with a different request", saga_id=existing.id
+        )
+    return CreateResult(existing, created=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Takeover:
     """A saga claimed by a new owner, with its log so far (to fold)."""
@@ -193,6 +203,10 @@ class SagaLog(Protocol):
         ...
 
     async def get(self, saga_id: str) -> SagaRecord | None: ...
+
+    async def get_by_key(self, idempotency_key: str) -> SagaRecord | None:
+        """The saga this idempotency key made, if any (a read: works when writes fail)."""
+        ...
 
     async def transitions(self, saga_id: str) -> list[Transition]: ...
 

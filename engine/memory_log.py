@@ -13,7 +13,6 @@ from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
 from engine.log import (
     ChangeFn,
     CreateResult,
-    IdempotencyKeyReused,
     NewSaga,
     Page,
     SagaFilter,
@@ -23,6 +22,7 @@ from engine.log import (
     Takeover,
     decode_cursor,
     encode_cursor,
+    replay,
 )
 
 __all__ = ["MemorySagaLog"]
@@ -83,14 +83,10 @@ class MemorySagaLog:
     async def create(
         self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
     ) -> CreateResult:
-        if new.idempotency_key is not None and new.idempotency_key in self._by_key:
-            existing = self._by_id[self._by_key[new.idempotency_key]].record
-            if existing.payload_digest != new.digest:
-                raise IdempotencyKeyReused(
-                    "this idempotency key was used with a different request",
-                    saga_id=existing.id,
-                )
-            return CreateResult(existing, created=False)
+        key = new.idempotency_key
+        existing = None if key is None else await self.get_by_key(key)
+        if existing is not None:
+            return replay(existing, new)
         if new.id in self._by_id:
             raise ValueError(f"saga id {new.id} already exists")
         record = SagaRecord(
@@ -205,6 +201,10 @@ class MemorySagaLog:
     async def get(self, saga_id: str) -> SagaRecord | None:
         entry = self._by_id.get(saga_id)
         return None if entry is None else entry.record
+
+    async def get_by_key(self, idempotency_key: str) -> SagaRecord | None:
+        saga_id = self._by_key.get(idempotency_key)
+        return None if saga_id is None else self._by_id[saga_id].record
 
     async def transitions(self, saga_id: str) -> list[Transition]:
         entry = self._by_id.get(saga_id)

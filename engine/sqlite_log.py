@@ -23,7 +23,6 @@ from engine.log import (
     Change,
     ChangeFn,
     CreateResult,
-    IdempotencyKeyReused,
     NewSaga,
     Page,
     SagaFilter,
@@ -33,6 +32,7 @@ from engine.log import (
     Takeover,
     decode_cursor,
     encode_cursor,
+    replay,
 )
 from engine.sqlite import BatchStats, DbConfig, Writer, open_connection, translated
 
@@ -129,6 +129,13 @@ def _record(row: Row) -> SagaRecord:
         created_ms=_int(created),
         updated_ms=_int(updated),
     )
+
+
+def _by_key(conn: apsw.Connection, idempotency_key: str) -> SagaRecord | None:
+    row = conn.execute(
+        f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?", (idempotency_key,)
+    ).fetchone()
+    return None if row is None else _record(row)
 
 
 def _transition(row: Row) -> Transition:
@@ -229,6 +236,9 @@ class SqliteSagaLog:
 
         return self._read(q)
 
+    async def get_by_key(self, idempotency_key: str) -> SagaRecord | None:
+        return self._read(lambda conn: _by_key(conn, idempotency_key))
+
     async def transitions(self, saga_id: str) -> list[Transition]:
         return self.transitions_sync(saga_id)
 
@@ -313,18 +323,9 @@ class SqliteSagaLog:
     ) -> CreateResult:
         def unit(conn: apsw.Connection) -> CreateResult:
             if new.idempotency_key is not None:
-                row = conn.execute(
-                    f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE idempotency_key = ?",
-                    (new.idempotency_key,),
-                ).fetchone()
-                if row is not None:
-                    existing = _record(row)
-                    if existing.payload_digest != new.digest:
-                        raise IdempotencyKeyReused(
-                            "this idempotency key was used with a different request",
-                            saga_id=existing.id,
-                        )
-                    return CreateResult(existing, created=False)
+                existing = _by_key(conn, new.idempotency_key)
+                if existing is not None:
+                    return replay(existing, new)
             lease = lease_expires_ms if owner is not None else 0
             seq = conn.execute(
                 "INSERT INTO sagas (id, definition, status, payload, payload_digest, "

@@ -10,8 +10,8 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from engine.errors import EngineError
-from engine.idempotency import start_once
+from engine.errors import EngineError, StorageError
+from engine.idempotency import StartOutcome, recognise, start_once
 from engine.log import NewSaga, SagaFilter
 from engine.tracing import current_trace_id
 from gateway.context import Gateway, gateway
@@ -70,8 +70,7 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
         raise ApiError(
             415, "unsupported_media_type", "send the order as Content-Type: application/json"
         )
-    key = idempotency_key(request.headers)
-    order = parse_order(await request.body())
+    new = _new_saga(idempotency_key(request.headers), parse_order(await request.body()))
     queued = not gw.runner.takes_new
     if queued:
         # Busy: the saga would wait in the log. Refuse before writing once the wait is long
@@ -80,22 +79,22 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
             gw.settings.max_queue, lambda: gw.log.count_claimable(now_ms=gw.clock.now_ms())
         )
         if waiting is not None:
-            gw.metrics.order_refused("overloaded")
-            raise ApiError(
+            refusal = ApiError(
                 503,
                 "overloaded",
                 f"{waiting} orders are waiting to be processed; retry shortly",
                 headers={"Retry-After": RETRY_AFTER_S},
             )
+            return await _replay_or_refuse(response, gw, new, refusal)
     try:
-        return await _start(response, gw, key, order)
+        return await _start(response, gw, new)
     finally:
         if queued:
             gw.admission.leave()
 
 
-async def _start(response: Response, gw: Gateway, key: str | None, order: OrderRequest) -> OrderOut:
-    new = NewSaga(
+def _new_saga(key: str | None, order: OrderRequest) -> NewSaga:
+    return NewSaga(
         id=str(uuid.uuid4()),
         definition=ORDER_SAGA,
         payload=order.to_payload(),
@@ -104,13 +103,42 @@ async def _start(response: Response, gw: Gateway, key: str | None, order: OrderR
         # saga and every step, in any process that ever drives it, stay in this trace.
         trace_id=current_trace_id(),
     )
+
+
+async def _start(response: Response, gw: Gateway, new: NewSaga) -> OrderOut:
     # A client that hangs up cannot strand the saga: Runner.start_saga shields the durable
     # write and the start of its drive together.
     try:
         outcome = await start_once(gw.runner, gw.cache, new)
+    except StorageError as exc:
+        return await _replay_or_refuse(response, gw, new, exc)
     except EngineError as exc:
         gw.metrics.order_refused(public_code(exc))
         raise
+    return _answer(response, gw, outcome)
+
+
+async def _replay_or_refuse(
+    response: Response, gw: Gateway, new: NewSaga, refusal: ApiError | EngineError
+) -> OrderOut:
+    """No saga can be started now (the queue is full, the log cannot be written). A
+    client retrying an order it already placed still gets that order, found by a read;
+    any other request gets the refusal."""
+    try:
+        outcome = await recognise(gw.log, new)
+    except StorageError:
+        outcome = None  # the log cannot be read either: the refusal stands
+    except EngineError as exc:  # the key named another request
+        gw.metrics.order_refused(public_code(exc))
+        raise
+    if outcome is None:
+        code = refusal.code if isinstance(refusal, ApiError) else public_code(refusal)
+        gw.metrics.order_refused(code)
+        raise refusal
+    return _answer(response, gw, outcome)
+
+
+def _answer(response: Response, gw: Gateway, outcome: StartOutcome) -> OrderOut:
     record = outcome.record
     response.headers["Location"] = f"/orders/{record.id}"
     if outcome.replayed:

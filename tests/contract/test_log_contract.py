@@ -61,6 +61,13 @@ async def test_same_key_same_payload_is_the_same_saga(log: SagaLog) -> None:
     assert await log.get("saga-2") is None
 
 
+async def test_a_key_finds_the_saga_it_made(log: SagaLog) -> None:
+    made = await log.create(new(1, "k"), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    await log.create(new(2), owner="a", lease_expires_ms=NOW, now_ms=NOW)  # no key
+    assert await log.get_by_key("k") == made.record
+    assert await log.get_by_key("other") is None
+
+
 async def test_same_key_other_payload_is_refused(log: SagaLog) -> None:
     await log.create(new(1, "k", b"a"), owner="a", lease_expires_ms=NOW, now_ms=NOW)
     with pytest.raises(IdempotencyKeyReused):

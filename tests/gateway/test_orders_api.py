@@ -363,13 +363,20 @@ async def test_a_busy_gateway_with_a_long_queue_is_503_overloaded(tmp_path: Path
     patient = OrderSagaPolicy(max_attempts=1000, initial_backoff_s=0.05, max_backoff_s=0.1)
     async with running(settings, policy=patient) as api:
         driven = await api.post_order(order(("prod_1", 1, 1)))
-        queued = await api.post_order(order(("prod_1", 1, 2)))
+        queued = await api.post_order(order(("prod_1", 1, 2)), key="queued")
         assert (driven.status_code, queued.status_code) == (201, 201)
         refused = await api.post_order(order(("prod_1", 1, 3)))
         assert (refused.status_code, refused.json()["error"]) == (503, "overloaded")
         assert refused.headers["retry-after"].isdigit()
-        replay = await api.post_order(order(("prod_1", 1, 3)), key="later")
-        assert replay.status_code == 503
+        later = await api.post_order(order(("prod_1", 1, 3)), key="later")
+        assert later.status_code == 503
+        # A client retrying an order it already placed gets it, however full the queue.
+        replay = await api.post_order(order(("prod_1", 1, 2)), key="queued")
+        assert replay.status_code == 201, replay.text
+        assert replay.json()["id"] == queued.json()["id"]
+        assert replay.headers["idempotent-replayed"] == "true"
+        reused = await api.post_order(order(("prod_1", 1, 9)), key="queued")
+        assert (reused.status_code, reused.json()["error"]) == (422, "idempotency_key_reused")
         page = await api.log.list_sagas(SagaFilter(), limit=10)
         assert len(page.items) == 2
         metrics = (await api.client.get("/metrics")).text

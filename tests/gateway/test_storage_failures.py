@@ -25,12 +25,19 @@ from tests.gateway.conftest import FAST, ORDER_50, Api, gateway_settings, runnin
 
 
 class FullLog(MemorySagaLog):
-    """The in-memory log, except that creating a saga fails as a full disk would."""
+    """The in-memory log, except that creating a saga fails as a full disk would (once
+    `full`; reads still work, as on a full disk)."""
+
+    full = True
 
     async def create(
         self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
     ) -> CreateResult:
-        raise StorageError(StorageFault.FULL, "saga.db: the disk holding the database is full")
+        if self.full:
+            raise StorageError(StorageFault.FULL, "saga.db: the disk holding the database is full")
+        return await super().create(
+            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms
+        )
 
 
 async def assert_refused_unwritten(api: Api, key: str | None = None) -> None:
@@ -72,6 +79,31 @@ async def test_a_log_locked_past_its_busy_timeout_is_503(
         assert retried.status_code == 201
         assert "idempotent-replayed" not in retried.headers
         await api.wait_terminal(retried.json()["id"])
+
+
+async def test_an_order_placed_before_the_disk_filled_is_still_replayed(
+    tmp_path: Path, stack: ServiceAddresses
+) -> None:
+    # The client's first 201 was lost; it retries after the disk has filled. Its order
+    # exists, so it gets it (a read), not the 503 meant for orders that cannot be written.
+    log = FullLog()
+    log.full = False
+    async with running(gateway_settings(tmp_path, stack), log=log, policy=FAST) as api:
+        placed = await api.post_order(ORDER_50, key="placed")
+        assert placed.status_code == 201
+        log.full = True
+        again = await api.post_order(ORDER_50, key="placed")
+        assert again.status_code == 201, again.text
+        assert again.json()["id"] == placed.json()["id"]
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.headers["location"] == placed.headers["location"]
+        other_body = await api.post_order({**ORDER_50, "customer_id": "else"}, key="placed")
+        assert (other_body.status_code, other_body.json()["error"]) == (
+            422,
+            "idempotency_key_reused",
+        )
+        await assert_refused_unwritten(api, key="new")
+        assert len((await log.list_sagas(SagaFilter(), limit=10)).items) == 1
 
 
 @contextlib.contextmanager
