@@ -221,12 +221,13 @@ def show_command(saga_id: str, as_json: bool, data_dir: Path | None, log_db: Pat
     """Show one saga: its timeline, its state and what the engine would do next."""
     from saga.ops_io import definitions, open_log
 
-    with open_log(_settings(data_dir, log_db)) as log:
+    settings = _settings(data_dir, log_db)
+    with open_log(settings) as log:
         record = log.get_sync(saga_id)
         if record is None:
             raise SagaNotFound(f"no saga {saga_id}", saga_id=saga_id)
         transitions = log.transitions_sync(saga_id)
-    view = saga_view(record, transitions, definitions(), _now_ms())
+    view = saga_view(record, transitions, definitions(settings), _now_ms())
     if as_json:
         _print_json(view.to_json())
     else:
@@ -281,7 +282,7 @@ def _one(
             record = log.get_sync(saga_id)
             if record is None:
                 raise SagaNotFound(f"no saga {saga_id}", saga_id=saga_id)
-            refusal = preview(verb, record, log.transitions_sync(saga_id), definitions())
+            refusal = preview(verb, record, log.transitions_sync(saga_id), definitions(settings))
             if refusal is None:
                 click.echo(f"would {verb.value} {saga_id} (now {record.status.value})")
             else:
@@ -289,7 +290,7 @@ def _one(
             click.echo("dry run: nothing changed")
             return EXIT_OK
         try:
-            record = asyncio.run(act(log, verb, saga_id, actor=settings.actor, now_ms=_now_ms()))
+            record = asyncio.run(act(log, verb, saga_id, settings=settings, now_ms=_now_ms()))
         except CannotChange as exc:
             why = f"cannot {verb.value} {saga_id} ({exc.code}): {exc.message}"
             _die("refused", why, EXIT_REFUSED)
@@ -297,11 +298,13 @@ def _one(
         return EXIT_OK if wait_s is None else _wait(log, [saga_id], wait_s)
 
 
-def _dry_run(verb: Verb, log: SqliteSagaLog, records: Sequence[SagaRecord]) -> int:
+def _dry_run(
+    verb: Verb, settings: OpsSettings, log: SqliteSagaLog, records: Sequence[SagaRecord]
+) -> int:
     from saga.ops_io import definitions
     from saga.ops_view import preview
 
-    defs, now = definitions(), _now_ms()
+    defs, now = definitions(settings), _now_ms()
     rows: list[tuple[str, ...]] = []
     refused = 0
     for r in records:
@@ -338,7 +341,7 @@ def _many(
             click.echo(f"no sagas match ({statuses})")
             return EXIT_OK
         if dry_run:
-            return _dry_run(verb, log, records)
+            return _dry_run(verb, settings, log, records)
         if not yes:
             now = _now_ms()
             click.echo(ls_table([SagaRow.of(r, now) for r in records[:PROMPT_ROWS]], now), err=True)
@@ -358,7 +361,7 @@ def _many(
                     log,
                     verb,
                     [r.id for r in records],
-                    actor=settings.actor,
+                    settings=settings,
                     clock=_now_ms,
                     on_outcome=tick,
                 )

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -25,7 +25,7 @@ from engine.log import SagaFilter, SagaRecord
 from engine.operations import cancel_saga, retry_saga
 from engine.sqlite import DbConfig, open_connection
 from engine.sqlite_log import SqliteSagaLog
-from gateway.order_saga import ORDER_SAGA, order_saga_shape
+from gateway.order_saga import ORDER_SAGA, OrderSagaPolicy, order_saga_shape
 from saga.ops_view import Outcome, OutcomeKind, Verb
 
 __all__ = [
@@ -54,6 +54,9 @@ class OpsSettings:
     log_path: Path
     busy_timeout_ms: int
     actor: str  # recorded in the log with each change ("resumed by …")
+    # The budgets the gateway and the daemon run with (same variables), so that `show`
+    # tells what they would do next, not what a default policy would.
+    saga_policy: OrderSagaPolicy = field(default_factory=OrderSagaPolicy)
 
     @classmethod
     def from_env(
@@ -77,12 +80,13 @@ class OpsSettings:
             log_path=path.expanduser(),
             busy_timeout_ms=env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
             actor=f"saga-cli:{user}@{host}" if host else f"saga-cli:{user}",
+            saga_policy=OrderSagaPolicy.from_env(env),
         )
 
 
-def definitions() -> dict[str, SagaDefinition]:
+def definitions(settings: OpsSettings) -> dict[str, SagaDefinition]:
     """The definitions this program knows, shaped as the gateway and the daemon run them."""
-    return {ORDER_SAGA: order_saga_shape()}
+    return {ORDER_SAGA: order_saga_shape(settings.saga_policy)}
 
 
 def _check_is_saga_log(cfg: DbConfig) -> None:
@@ -128,10 +132,10 @@ def select(log: SqliteSagaLog, flt: SagaFilter, *, limit: int | None) -> list[Sa
 
 
 async def act(
-    log: SqliteSagaLog, verb: Verb, saga_id: str, *, actor: str, now_ms: int
+    log: SqliteSagaLog, verb: Verb, saga_id: str, *, settings: OpsSettings, now_ms: int
 ) -> SagaRecord:
     """One operator's change; raises CannotChange (refused) or SagaNotFound."""
-    defs = definitions()
+    defs, actor = definitions(settings), settings.actor
     if verb is Verb.RETRY:
         return await retry_saga(log, defs, saga_id, actor=actor, now_ms=now_ms)
     return await cancel_saga(log, defs, saga_id, actor=actor, now_ms=now_ms)
@@ -142,7 +146,7 @@ async def act_many(
     verb: Verb,
     saga_ids: Sequence[str],
     *,
-    actor: str,
+    settings: OpsSettings,
     clock: Callable[[], int],
     on_outcome: Callable[[Outcome], None],
 ) -> list[Outcome]:
@@ -152,7 +156,7 @@ async def act_many(
     async def one(saga_id: str) -> Outcome:
         async with gate:
             try:
-                record = await act(log, verb, saga_id, actor=actor, now_ms=clock())
+                record = await act(log, verb, saga_id, settings=settings, now_ms=clock())
             except EngineError as exc:
                 outcome = Outcome.of_error(saga_id, exc)
             else:

@@ -152,6 +152,16 @@ def test_show_what_a_stuck_saga_would_do_next(env: dict[str, str]) -> None:
     assert "next      unknown: cannot fold this log (definition 'refund' is not known" in other.out
 
 
+def test_show_judges_by_the_budgets_the_system_runs_with(env: dict[str, str]) -> None:
+    # `stuck` has used its first attempt; with one attempt in all (the gateway's and the
+    # daemon's SAGA_STEP_MAX_ATTEMPTS), what comes next is compensation, not a second call.
+    ran = run_saga("show", "stuck", env={**env, "SAGA_STEP_MAX_ATTEMPTS": "1"})
+    assert ran.code == 0, ran
+    assert "next      start compensating (order_service_unavailable)" in ran.out
+    bad = run_saga("show", "stuck", env={**env, "SAGA_STEP_MAX_ATTEMPTS": "many"})
+    assert_error_line(bad, "SAGA_STEP_MAX_ATTEMPTS")
+
+
 def test_retry_and_cancel_change_a_stopped_systems_log(env: dict[str, str]) -> None:
     """No process runs: the change is durable in the log and waits for the next runner."""
     log_path = Path(env["SAGA_DATA_DIR"]) / "saga.db"
