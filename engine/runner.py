@@ -148,6 +148,7 @@ class Runner:
         # when a claim comes back short with no saga queued meanwhile (`_queued` counts).
         self._backlog = False
         self._queued = 0
+        self._reserved = 0  # slots promised to creates still writing (see _free)
         self._wake = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
 
@@ -198,7 +199,13 @@ class Runner:
 
     @property
     def has_capacity(self) -> bool:
-        return not self._stopping and len(self._tasks) < self.settings.capacity
+        return not self._stopping and self._free > 0
+
+    @property
+    def _free(self) -> int:
+        # Creates in flight hold the slot they were promised: without that, every create
+        # awaiting the log at once saw the same free slot, and all of them took it.
+        return self.settings.capacity - len(self._tasks) - self._reserved
 
     @property
     def takes_new(self) -> bool:
@@ -226,12 +233,16 @@ class Runner:
             raise EngineError(f"unknown saga definition {new.definition!r}")
         now = self._clock.now_ms()
         owned = self.takes_new
-        result = await self.log.create(
-            new,
-            owner=self.settings.owner if owned else None,
-            lease_expires_ms=now + self._lease_ms,
-            now_ms=now,
-        )
+        self._reserved += owned
+        try:
+            result = await self.log.create(
+                new,
+                owner=self.settings.owner if owned else None,
+                lease_expires_ms=now + self._lease_ms,
+                now_ms=now,
+            )
+        finally:
+            self._reserved -= owned
         if result.created:
             self._hooks.saga_started(new.definition)
             self._crash.hit("after_create")
@@ -516,7 +527,7 @@ class Runner:
 
     async def claim_now(self) -> int:
         """Claim and start as many claimable sagas as there is room for; returns how many."""
-        free = self.settings.capacity - len(self._tasks)
+        free = self._free
         if self._stopping or free <= 0:
             return 0
         now = self._clock.now_ms()

@@ -306,6 +306,22 @@ async def test_busy_runner_queues_in_the_log_and_the_pump_drains(
         world.check(h.defn, f"s-{i}", rec.status)
 
 
+async def test_a_burst_of_creates_never_drives_past_capacity(log: SagaLog, world: World) -> None:
+    # Every saga keeps retrying its first step, so no slot frees during the burst. The
+    # creates await the log together; each used to see the same free slot and take it.
+    world.faults = Faults(fail_before={"s0": 99})
+    h = Harness(log, definition(world, policy=PATIENT), world, FakeClock())
+    runner = h.runner("a", capacity=3)
+    await runner.start()
+    results = await asyncio.gather(
+        *(runner.start_saga(NewSaga(f"s-{i}", h.defn.name, b"{}")) for i in range(20))
+    )
+    owned = [r.record.id for r in results if r.record.owner is not None]
+    assert len(owned) == 3 and runner.active == 3, (owned, runner.active)
+    assert await log.count_claimable(now_ms=h.clock.now) == 17, "the rest wait in the log"
+    await runner.stop()
+
+
 async def test_graceful_stop_hands_sagas_back(log: SagaLog, world: World) -> None:
     world.faults = Faults(fail_before={"s0": 99})
     h = Harness(log, definition(world, policy=PATIENT), world, FakeClock())
