@@ -77,6 +77,28 @@ MIGRATIONS: Final = (
         UNIQUE (saga_seq, step, phase, attempt)
     ) WITHOUT ROWID;
     """,
+    # Sagas by status, kept by triggers in the same transaction as every change: the
+    # metrics read five rows instead of counting the whole table (94 ms at 1M sagas, and
+    # growing, on every scrape).
+    """
+    CREATE TABLE saga_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO saga_counts (status, n)
+        SELECT s.status, (SELECT count(*) FROM sagas WHERE sagas.status = s.status)
+        FROM (SELECT 'RUNNING' AS status UNION ALL SELECT 'COMPENSATING'
+              UNION ALL SELECT 'COMPLETED' UNION ALL SELECT 'COMPENSATED'
+              UNION ALL SELECT 'NEEDS_ATTENTION') AS s;
+    CREATE TRIGGER saga_counts_insert AFTER INSERT ON sagas BEGIN
+        UPDATE saga_counts SET n = n + 1 WHERE status = NEW.status;
+    END;
+    CREATE TRIGGER saga_counts_update AFTER UPDATE OF status ON sagas
+        WHEN OLD.status <> NEW.status BEGIN
+        UPDATE saga_counts SET n = n - 1 WHERE status = OLD.status;
+        UPDATE saga_counts SET n = n + 1 WHERE status = NEW.status;
+    END;
+    CREATE TRIGGER saga_counts_delete AFTER DELETE ON sagas BEGIN
+        UPDATE saga_counts SET n = n - 1 WHERE status = OLD.status;
+    END;
+    """,
 )
 
 _ACTIVE_SQL: Final = ", ".join(f"'{s.value}'" for s in ACTIVE_STATUSES)
@@ -310,7 +332,7 @@ class SqliteSagaLog:
     async def count_by_status(self) -> dict[SagaStatus, int]:
         def q(conn: apsw.Connection) -> dict[SagaStatus, int]:
             counts = dict.fromkeys(SagaStatus, 0)
-            for status, n in conn.execute("SELECT status, count(*) FROM sagas GROUP BY status"):
+            for status, n in conn.execute("SELECT status, n FROM saga_counts"):
                 counts[SagaStatus(str(status))] = int(n)
             return counts
 

@@ -270,3 +270,32 @@ async def test_counts_and_oldest(log: SagaLog) -> None:
     assert await log.oldest_unfinished_ms() == NOW + 5
     counts = await log.count_by_status()
     assert counts[SagaStatus.COMPLETED] == 1 and counts[SagaStatus.RUNNING] == 1
+
+
+async def test_counts_follow_every_status_change(log: SagaLog) -> None:
+    async def matches_a_full_count() -> None:
+        page = await log.list_sagas(SagaFilter(), limit=100)
+        expected = {s: sum(r.status is s for r in page.items) for s in SagaStatus}
+        assert await log.count_by_status() == expected
+
+    for i in range(5):
+        await log.create(new(i), owner="a", lease_expires_ms=NOW + 9, now_ms=NOW)
+    await log.create(new(9, "k"), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    await log.create(new(10, "k"), owner="a", lease_expires_ms=NOW, now_ms=NOW)  # a replay
+    await matches_a_full_count()
+    for saga_id, status in [
+        ("saga-0", SagaStatus.COMPLETED),
+        ("saga-1", SagaStatus.COMPENSATING),
+        ("saga-1", SagaStatus.COMPENSATING),  # unchanged
+        ("saga-1", SagaStatus.COMPENSATED),
+        ("saga-2", SagaStatus.NEEDS_ATTENTION),
+    ]:
+        await log.append(saga_id, 1, [], status=status, reason=None, now_ms=NOW)
+        await matches_a_full_count()
+
+    def resume(rec: SagaRecord, ts: Sequence[Transition]) -> Change:
+        return Change((Transition("", Phase.RESUMED, 0, "op"),), SagaStatus.RUNNING, None)
+
+    await log.change("saga-2", resume, now_ms=NOW, actor="op")
+    await matches_a_full_count()
+    assert (await log.count_by_status())[SagaStatus.RUNNING] == 4
