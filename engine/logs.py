@@ -11,9 +11,12 @@ import logging
 import os
 import sys
 from contextvars import ContextVar
+from typing import Final
 
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
+
+from engine.config import SettingsError
 
 __all__ = ["SAGA_ID", "configure_logging"]
 
@@ -37,12 +40,24 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def configure_logging(role: str, *, level: str | None = None) -> None:
     """JSON lines on stderr for this process. `SAGA_LOG_FORMAT=text` gives plain text for
-    a human at a terminal; `SAGA_LOG_LEVEL` sets the level (INFO)."""
+    a human at a terminal; `SAGA_LOG_LEVEL` sets the level (INFO). A value it does not
+    know is a SettingsError, before anything is logged."""
+    chosen = (level or os.environ.get("SAGA_LOG_LEVEL") or "INFO").strip().upper()
+    if chosen not in _LEVELS:
+        raise SettingsError(
+            f"SAGA_LOG_LEVEL={chosen.lower()!r}: expected one of {', '.join(_LEVELS)}"
+        )
+    form = (os.environ.get("SAGA_LOG_FORMAT") or "json").strip().lower()
+    if form not in ("json", "text"):
+        raise SettingsError(f"SAGA_LOG_FORMAT={form!r}: expected json or text")
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ContextFilter(role))
-    if os.environ.get("SAGA_LOG_FORMAT", "json") == "text":
+    if form == "text":
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(process_name)s %(name)s %(message)s")
         )
@@ -57,4 +72,4 @@ def configure_logging(role: str, *, level: str | None = None) -> None:
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or os.environ.get("SAGA_LOG_LEVEL", "INFO").upper())
+    root.setLevel(chosen)

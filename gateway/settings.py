@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from redis.connection import parse_url
+
 from engine.config import (
     Address,
     SettingsError,
@@ -110,7 +112,7 @@ class GatewaySettings:
                 env_synchronous(env),
                 env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
             ),
-            redis_url=(env.get("REDIS_URL") or "").strip() or None,
+            redis_url=_redis_url(env),
             lease_s=lease_s,
             services=ServiceAddresses.from_env(env),
             admin_token=env.get("SAGA_ADMIN_TOKEN") or None,
@@ -126,3 +128,16 @@ class GatewaySettings:
     @property
     def log_path(self) -> Path:
         return self.log_db.path
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """REDIS_URL checked by redis-py's own parser now, not when the first request builds a
+    client. The value is not echoed: it may hold a password."""
+    raw = (env.get("REDIS_URL") or "").strip()
+    if not raw:
+        return None
+    try:
+        parse_url(raw)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    except ValueError as exc:
+        raise SettingsError(f"REDIS_URL: {exc}, e.g. redis://127.0.0.1:6379/0") from None
+    return raw

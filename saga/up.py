@@ -2,8 +2,11 @@
 
 Each child is `python -m saga <command>` with the same environment. A child that dies on
 its own is started again after a growing pause (its state is on disk, so a restart is
-just recovery). SIGINT/SIGTERM sends SIGTERM to every child, waits for them to stop, and
-SIGKILLs whatever is still running after the grace period.
+just recovery). A child that cannot start at all (exit code 2 on its first run: a bad
+setting, a port in use, an unusable file, said in one `saga: error:` line) stops the
+whole stack with that code instead: restarting it would print the same line forever.
+SIGINT/SIGTERM sends SIGTERM to every child, waits for them to stop, and SIGKILLs
+whatever is still running after the grace period.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from engine.config import env_float
 from engine.logs import configure_logging
 
 log = logging.getLogger("saga.up")
+
+# What every `saga` command exits with when it cannot do what it was asked as configured.
+CANNOT_START = 2
 
 # Started in this order: the participants first, so the gateway's first saga finds them.
 STACK: tuple[tuple[str, ...], ...] = (
@@ -51,6 +57,7 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
+    ran_before: bool = False  # it has exited once: a later exit 2 may be passing
 
     @property
     def name(self) -> str:
@@ -94,6 +101,11 @@ def run_up(env: Mapping[str, str], stack: Sequence[tuple[str, ...]] = STACK) -> 
             code = child.proc.poll()
             if code is None:
                 continue
+            if code == CANNOT_START and not child.ran_before:
+                log.error("%s cannot start (its error is above); stopping the stack", child.name)
+                _stop_all(children, settings.grace_s)
+                return CANNOT_START
+            child.ran_before = True
             # A child that ran a while before dying gets a fresh backoff.
             if now - child.started_at > 30:
                 child.restarts = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,9 +51,8 @@ def dead(pid: int) -> bool:
         return True
 
 
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[Up]:
-    port = free_port()
+def start_up(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """`saga up` on its own free ports, the gateway on `port`; output in up.log."""
     env = base_env(
         SAGA_DATA_DIR=str(tmp_path / "var"),
         HTTP_ADDR=f"127.0.0.1:{port}",
@@ -63,10 +63,16 @@ def up(tmp_path: Path) -> Iterator[Up]:
         SAGA_LOG_FORMAT="text",
     )
     log = (tmp_path / "up.log").open("wb")
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "saga", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    port = free_port()
+    proc = start_up(tmp_path, port)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while not http_ok(url + "/readyz"):
@@ -120,3 +126,42 @@ def test_a_child_that_dies_is_started_again(up: Up) -> None:
         time.sleep(0.1)
     up.proc.send_signal(signal.SIGTERM)
     assert up.proc.wait(30) == 0
+
+
+def test_a_child_that_cannot_start_stops_the_stack_with_its_error(tmp_path: Path) -> None:
+    # Someone else holds the gateway's port: restarting the gateway would fail the same way
+    # forever, so `saga up` says why once and stops, and leaves nothing running.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = start_up(tmp_path, taken.getsockname()[1])
+        try:
+            code = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = (tmp_path / "up.log").read_text()
+    assert code == 2, output
+    assert "cannot listen on" in output and "Address already in use" in output, output
+    assert "gateway cannot start" in output and "stopping the stack" in output, output
+    assert output.count("cannot listen on") == 1, "said once, not restarted"
+    assert "Traceback" not in output
+    assert not started_on(tmp_path / "var"), "the services were stopped with it"
+
+
+def started_on(data_dir: Path) -> list[int]:
+    """Live processes whose environment names `data_dir`: the children of a `saga up`
+    outlive it as orphans, so they are found by what they were given, not by parent."""
+    marker = f"SAGA_DATA_DIR={data_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ and not dead(int(entry.name)):
+            found.append(int(entry.name))
+    return found

@@ -68,6 +68,8 @@ def test_every_variable_is_read() -> None:
         ("SAGA_SQLITE_SYNCHRONOUS", "OFF"),
         ("SAGA_DRAIN_S", "-1"),
         ("ORDER_SERVICE_ADDR", "nowhere"),
+        ("REDIS_URL", "localhost:6379"),
+        ("REDIS_URL", "redis://localhost:port"),
     ],
 )
 def test_bad_values_name_their_variable(name: str, value: str) -> None:

@@ -94,6 +94,8 @@ def test_an_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
         ({"INVENTORY_SERVICE_ADDR": "localhost"}, "INVENTORY_SERVICE_ADDR"),
         ({"SAGA_FAULTS": "Reserve:before:0.5"}, "SAGA_ENV is not 'test'"),
         ({"SAGA_ENV": "test", "SAGA_FAULTS": "Reserve:never:1"}, "SAGA_FAULTS"),
+        ({"SAGA_LOG_LEVEL": "loud"}, "SAGA_LOG_LEVEL"),
+        ({"SAGA_LOG_FORMAT": "xml"}, "SAGA_LOG_FORMAT"),
     ],
 )
 def test_a_bad_setting_is_one_clear_line(
