@@ -159,7 +159,7 @@ async def test_ready_when_the_log_and_the_services_are(api: Api) -> None:
 
 async def test_not_ready_says_what_failed(tmp_path: Path, stack: ServiceAddresses) -> None:
     down = replace(stack, payment=("127.0.0.1", free_port()))
-    async with running(gateway_settings(tmp_path, down, ready_timeout_s=0.3), policy=FAST) as api:
+    async with running(gateway_settings(tmp_path, down, ready_timeout_s=10.0), policy=FAST) as api:
         resp = await api.client.get("/readyz")
         assert resp.status_code == 503
         body = resp.json()

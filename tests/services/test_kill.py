@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import grpc
 import grpc.aio
@@ -41,6 +41,7 @@ KILL_AFTER: Final = 150  # answers before the SIGKILL: the burst is still going 
 EPOCH: Final = epoch(1)
 
 Key = tuple[str, str]  # (operation, order id)
+R = TypeVar("R")
 
 
 @dataclass
@@ -77,6 +78,33 @@ def order_id(i: int) -> str:
     return f"order-{i:04d}"
 
 
+def assert_cut_off(svc: ServiceProcess, first: Burst) -> None:
+    """The SIGKILL landed mid-burst, and the calls it cut off failed as a dead server's do."""
+    assert not svc.running
+    assert first.failures, "the kill came in the middle of the burst"
+    assert set(first.failures.values()) <= {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+
+
+async def list_all(
+    fetch: Callable[[str], Awaitable[tuple[Iterable[R], str]]], key: Callable[[R], str]
+) -> dict[str, R]:
+    """Every record of a paged List* RPC by its order id; `fetch(token)` gives a page's
+    records and the next token. No record may be listed twice."""
+    found: dict[str, R] = {}
+    token = ""
+    while True:
+        records, token = await fetch(token)
+        for record in records:
+            assert key(record) not in found, f"{key(record)} listed twice"
+            found[key(record)] = record
+        if not token:
+            return found
+
+
 # --- inventory -------------------------------------------------------------------------
 
 SEED: Final = {"p1": 120, "p2": 80, "p3": 0, "p4": 100_000}
@@ -109,18 +137,13 @@ def inventory_calls(stub: InventoryStub) -> list[tuple[Key, Callable[[], Awaitab
 
 
 async def all_reservations(stub: InventoryStub) -> dict[str, inv.Reservation]:
-    found: dict[str, inv.Reservation] = {}
-    token = ""
-    while True:
+    async def fetch(token: str) -> tuple[Iterable[inv.Reservation], str]:
         page = await stub.ListReservations(
             inv.ListReservationsRequest(page_size=64, page_token=token)
         )
-        for record in page.reservations:
-            assert record.order_id not in found, "a reservation listed twice"
-            found[record.order_id] = record
-        token = page.next_page_token
-        if not token:
-            return found
+        return page.reservations, page.next_page_token
+
+    return await list_all(fetch, lambda record: record.order_id)
 
 
 async def check_inventory(stub: InventoryStub, issued: set[Key], round_: Burst) -> int:
@@ -186,13 +209,7 @@ async def test_inventory_survives_sigkill_mid_burst(tmp_path: Path) -> None:
         async with grpc.aio.insecure_channel(svc.address) as channel:
             calls = inventory_calls(inventory_pb2_grpc.InventoryStub(channel))
             first = await burst(calls, kill=svc.kill)
-        assert not svc.running
-        assert first.failures, "the kill came in the middle of the burst"
-        assert set(first.failures.values()) <= {
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.StatusCode.CANCELLED,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-        }
+        assert_cut_off(svc, first)
         issued = {key for key, _ in calls}
         svc.restart()
         await converge_inventory(svc, issued, first)
@@ -234,17 +251,12 @@ def payment_calls(stub: PaymentStub) -> list[tuple[Key, Callable[[], Awaitable[o
 
 
 async def check_payments(stub: PaymentStub, issued: set[Key], round_: Burst) -> int:
-    payments: dict[str, pay.PaymentRecord] = {}
-    found: pay.PaymentRecord | None
-    token = ""
-    while True:
+    async def fetch(token: str) -> tuple[Iterable[pay.PaymentRecord], str]:
         page = await stub.ListPayments(pay.ListPaymentsRequest(page_size=50, page_token=token))
-        for record in page.payments:
-            assert record.order_id not in payments, "a payment listed twice"
-            payments[record.order_id] = record
-        token = page.next_page_token
-        if not token:
-            break
+        return page.payments, page.next_page_token
+
+    payments = await list_all(fetch, lambda record: record.order_id)
+    found: pay.PaymentRecord | None
     assert set(payments) <= {oid for _, oid in issued}
     applied_unanswered = 0
     for i in range(ORDERS):
@@ -290,8 +302,7 @@ async def test_payment_survives_sigkill_mid_burst(tmp_path: Path) -> None:
         async with grpc.aio.insecure_channel(svc.address) as channel:
             calls = payment_calls(payment_pb2_grpc.PaymentStub(channel))
             first = await burst(calls, kill=svc.kill)
-        assert not svc.running
-        assert first.failures, "the kill came in the middle of the burst"
+        assert_cut_off(svc, first)
         issued = {key for key, _ in calls}
         svc.restart()
         async with grpc.aio.insecure_channel(svc.address) as channel:
