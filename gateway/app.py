@@ -42,7 +42,7 @@ from gateway import routes_ops, routes_orders, routes_sagas
 from gateway.context import Gateway
 from gateway.errors import install_error_handlers
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import BodyLimit, RequestMetrics
+from gateway.middleware import BodyLimit, HeaderGuard, RequestMetrics
 from gateway.order_saga import OrderSagaPolicy, order_saga
 from gateway.participants import Participants
 from gateway.schemas import ErrorOut, OrderIn
@@ -158,6 +158,10 @@ def create_app(
         excluded_urls=_UNTRACED,
         exclude_spans=["receive", "send"],
     )
+    # Around the instrumentation itself, as the instrumentation wraps the stack (see
+    # HeaderGuard): a header it cannot decode must be a 400, never its exception.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: HeaderGuard(build_stack())  # type: ignore[method-assign]
     return app
 
 

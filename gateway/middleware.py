@@ -4,11 +4,14 @@ another task, and a client's disconnect must never cancel the work of a request)
 - `BodyLimit`: 413 `payload_too_large` for a body over the limit, from its Content-Length
   before reading anything, and while streaming when it has none (chunked) or lies.
 - `RequestMetrics`: counts every answer by method, route template and status.
+- `HeaderGuard`: 400 `invalid_request` for a header the tracing middleware cannot
+  decode, before it reads the headers.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import ApiError, error_response
 from gateway.metrics import GatewayMetrics
 
-__all__ = ["BodyLimit", "RequestMetrics"]
+__all__ = ["BodyLimit", "HeaderGuard", "RequestMetrics"]
 
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -80,3 +83,38 @@ class RequestMetrics:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             self.metrics.request(method, route, status, time.perf_counter() - started)
+
+
+class HeaderGuard:
+    """Outermost, around the tracing middleware: OpenTelemetry's ASGI instrumentation reads
+    every header to find `traceparent`, decoding each as UTF-8 and else as a Python escape
+    sequence, and raises on bytes that are neither (b"\\x80\\\\": a byte that is not
+    UTF-8, then a lone backslash): a 500 for a client's malformed header, found by the fuzz
+    test. Such a request is refused with the envelope instead. Other bytes outside UTF-8
+    pass as before (a Latin-1 bearer token is still a 403, not a 400)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if not (_readable(name) and _readable(value)):
+                    shown = name.decode("latin-1")[:40]
+                    message = f"header {shown!r} is not valid UTF-8"
+                    await error_response(400, "invalid_request", message)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _readable(raw: bytes) -> bool:
+    """Whether the tracing middleware can decode it: its own two tries, in its order."""
+    for codec in ("utf-8", "unicode_escape"):
+        try:
+            with warnings.catch_warnings():  # "invalid escape sequence": readable all the same
+                warnings.simplefilter("ignore", DeprecationWarning)
+                raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        return True
+    return False
