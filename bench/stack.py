@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -70,11 +72,49 @@ class StackError(RuntimeError):
 # real-process helpers (tests/support/procs.py), which import them from here.
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now (the OS's choice)."""
+# Ports this process has handed out: a port is given once, so two processes of one stack
+# (or a daemon started while the gateway is down) never get the same one. gRPC servers
+# bind with SO_REUSEPORT, so a duplicate would not even fail: both would listen.
+_HANDED_OUT: set[int] = set()
+# Below the kernel's ephemeral range, so that no outgoing connection's local port can take
+# a chosen port in the moment between choosing it and the server binding it.
+_LOW_PORT: Final = 20000
+
+
+def _ephemeral_start() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on, not handed out before by this process, and outside
+    the ephemeral range where the kernel could give it to a client socket meanwhile."""
+    high = _ephemeral_start()
+    rng = random.Random()
+    for _ in range(200):
+        if high - _LOW_PORT > 1000:
+            port = rng.randrange(_LOW_PORT, high)
+            usable = _bindable(host, port)
+        else:  # an unusual range leaves no room below it: let the OS choose
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port, usable = int(sock.getsockname()[1]), True
+        if usable and port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise StackError("no free TCP port found in 200 tries")
 
 
 def tcp_open(host: str, port: int, timeout: float = 0.25) -> bool:
@@ -105,8 +145,8 @@ def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=0.5) as resp:
             return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
+    except (OSError, urllib.error.URLError, http.client.HTTPException):
+        return False  # refused, timed out, or something that does not speak HTTP/1.1
 
 
 @dataclass
