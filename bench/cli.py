@@ -272,6 +272,45 @@ def overload(
     _echo_report(report.markdown, report.files)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="One second, 4 writers, one rep.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions (default 3).")
+@click.option("--processes", type=click.IntRange(2), help="Processes at once (default 2).")
+@click.option("--writers", type=click.IntRange(1), help="Writers per process (default 16).")
+@click.option("--duration", type=click.FloatRange(0.1), help="Seconds each (default 8).")
+@_out_option("contention")
+@_data_dir_option
+@click.pass_context
+def contention(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    processes: int | None,
+    writers: int | None,
+    duration: float | None,
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """Several processes writing one saga log at once, vs one alone: the lock's fairness."""
+    from bench.contention import ContentionSettings, run
+
+    settings = ContentionSettings.quick() if quick else ContentionSettings()
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        processes=processes or settings.processes,
+        writers=writers or settings.writers,
+        duration_s=duration or settings.duration_s,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", f"--processes {settings.processes}"]
+    flags += [f"--writers {settings.writers}", f"--duration {settings.duration_s:g}"]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, _progress)
+    _echo_report(report.markdown, report.files)
+
+
 def _replay(command_path: str, settings: EngineBenchSettings) -> str:
     """The command that repeats this measurement, every count spelled out."""
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]

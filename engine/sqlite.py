@@ -107,6 +107,38 @@ def translated(path: Path | str) -> Iterator[None]:
         raise err from exc
 
 
+# Lock fairness between processes (a gateway and a recovery daemon, or a `saga prune`,
+# writing the same log). SQLite has no queue for its write lock: a connection that finds
+# it taken sleeps in its busy handler and tries again, and SQLite's own handler backs off
+# to 100 ms between tries. A writer with work queued starts its next transaction within
+# microseconds of its COMMIT, so a busy process could keep the lock for seconds while the
+# other slept (measured: commits stalled up to 2.9 s with two processes writing at once).
+# So a waiter polls every half millisecond, and a writer that has run transactions back to
+# back for FAIR_AFTER_S leaves the lock free for FAIR_GAP_S, long enough for a waiter's
+# next poll to take it.
+BUSY_POLL_S: Final = 0.0005
+FAIR_AFTER_S: Final = 0.02
+FAIR_GAP_S: Final = 0.001
+
+
+def _busy_poller(timeout_ms: int) -> Callable[[int], bool]:
+    """A busy handler: try again every BUSY_POLL_S until `timeout_ms` has passed since the
+    wait began (SQLite passes 0 on a wait's first call)."""
+    began = 0.0
+
+    def busy(tries: int) -> bool:
+        nonlocal began
+        now = time.monotonic()
+        if tries == 0:
+            began = now
+        if (now - began) * 1000 >= timeout_ms:
+            return False
+        time.sleep(BUSY_POLL_S)
+        return True
+
+    return busy
+
+
 def open_connection(cfg: DbConfig) -> apsw.Connection:
     """Open a connection with the project's pragmas. Does not migrate."""
     with translated(cfg.path):
@@ -123,7 +155,7 @@ def open_connection(cfg: DbConfig) -> apsw.Connection:
                 ) from exc
             flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         conn = apsw.Connection(str(cfg.path), flags=flags)
-        conn.set_busy_timeout(cfg.busy_timeout_ms)
+        conn.set_busy_handler(_busy_poller(cfg.busy_timeout_ms))
         if not cfg.readonly:
             mode = conn.pragma("journal_mode", "wal")
             if str(mode).lower() != "wal":
@@ -288,6 +320,7 @@ class Writer:
         self._conn.close()
 
     def _loop(self) -> None:
+        streak: float | None = None  # when the current run of back-to-back batches began
         while True:
             first = self._queue.get()
             if first is _STOP:
@@ -305,9 +338,17 @@ class Writer:
                     break
                 assert isinstance(item, _Unit)
                 batch.append(item)
+            began = time.monotonic()
             self._commit(batch)
             if stop:
                 return
+            if self._queue.empty():
+                streak = None
+                continue
+            streak = began if streak is None else streak
+            if time.monotonic() - streak >= FAIR_AFTER_S:
+                time.sleep(FAIR_GAP_S)  # another process may be waiting: see FAIR_AFTER_S
+                streak = None
 
     def _commit(self, batch: list[_Unit[object]]) -> None:
         started = time.perf_counter()

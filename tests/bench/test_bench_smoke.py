@@ -73,3 +73,15 @@ def test_percentile_is_nearest_rank_and_median_skips_nothing_real() -> None:
 def test_markdown_table_right_aligns_numbers() -> None:
     table = markdown_table(("a", "b", "n"), [("x", "1", "2")])
     assert table.splitlines()[1] == "|---|---|--:|"
+
+
+def test_contention_quick_measures_one_process_then_two(tmp_path: Path) -> None:
+    result = CliRunner().invoke(bench_main, ["contention", "--quick", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "contention.md").read_text(encoding="utf-8")
+    header, _, *rows = _table(markdown)
+    assert header[:2] == ["processes", "process"]
+    assert [(row[0], row[1]) for row in rows] == [("1 (rep 1)", "1"), ("2 (rep 1)", "1"),
+                                                  ("2 (rep 1)", "2")]  # fmt: skip
+    assert all(_number(row[2]) > 0 for row in rows), "every process committed"
+    assert "failed" not in markdown

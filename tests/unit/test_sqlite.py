@@ -25,7 +25,24 @@ def test_open_sets_the_pragmas(tmp_path: Path) -> None:
     assert conn.pragma("journal_mode") == "wal"
     assert conn.pragma("synchronous") == 2  # FULL
     assert conn.pragma("foreign_keys") == 1
-    assert conn.pragma("busy_timeout") == 5000
+
+
+def test_a_writer_waits_for_the_lock_up_to_its_busy_timeout(tmp_path: Path) -> None:
+    # The project's own busy handler (engine/sqlite.py, FAIR_AFTER_S) keeps the timeout.
+    path = tmp_path / "a.db"
+    holder = open_connection(DbConfig(path))
+    holder.execute("BEGIN IMMEDIATE")
+    patient, hasty = (
+        open_connection(DbConfig(path)),
+        open_connection(DbConfig(path, busy_timeout_ms=50)),
+    )
+    with pytest.raises(apsw.BusyError):
+        hasty.execute("BEGIN IMMEDIATE")  # held past its timeout: refused
+    release = threading.Timer(0.2, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    patient.execute("BEGIN IMMEDIATE")  # waited for the holder to let go, then took it
+    patient.execute("ROLLBACK")
+    release.join()
 
 
 def test_migrations_are_numbered_and_run_once(tmp_path: Path) -> None:
