@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +39,7 @@ __all__ = [
     "DbConfig",
     "Synchronous",
     "Writer",
+    "check_not_newer",
     "migrate",
     "open_connection",
     "storage_error",
@@ -107,6 +109,25 @@ def translated(path: Path | str) -> Iterator[None]:
         raise err from exc
 
 
+def open_connection(cfg: DbConfig) -> apsw.Connection:
+    """Open a connection with the project's pragmas. Does not migrate."""
+    if cfg.readonly:
+        try:
+            return _connect(cfg)
+        except StorageError as exc:
+            if exc.fault not in (StorageFault.CANTOPEN, StorageFault.READONLY):
+                raise
+            if Path(f"{cfg.path}-wal").exists():
+                raise  # a live (or crashed) writer's WAL: immutable would read stale data
+            # A WAL reader creates the `-shm` index beside the file; in a folder this user
+            # cannot write (a log owned by the service's user, a read-only mount) that fails
+            # even for reads. With no `-wal` file nobody has the log open for writing (a
+            # writer creates it, a clean close removes it), so everything committed is in
+            # the main file and SQLite may read it as immutable, without the index.
+            return _connect(cfg, immutable=True)
+    return _connect(cfg)
+
+
 # Lock fairness between processes (a gateway and a recovery daemon, or a `saga prune`,
 # writing the same log). SQLite has no queue for its write lock: a connection that finds
 # it taken sleeps in its busy handler and tries again, and SQLite's own handler backs off
@@ -139,10 +160,13 @@ def _busy_poller(timeout_ms: int) -> Callable[[int], bool]:
     return busy
 
 
-def open_connection(cfg: DbConfig) -> apsw.Connection:
-    """Open a connection with the project's pragmas. Does not migrate."""
+def _connect(cfg: DbConfig, *, immutable: bool = False) -> apsw.Connection:
     with translated(cfg.path):
-        if cfg.readonly:
+        name = str(cfg.path)
+        if immutable:
+            name = f"file:{urllib.parse.quote(name)}?immutable=1"
+            flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        elif cfg.readonly:
             flags = apsw.SQLITE_OPEN_READONLY
         else:
             try:
@@ -154,7 +178,7 @@ def open_connection(cfg: DbConfig) -> apsw.Connection:
                     path=str(cfg.path),
                 ) from exc
             flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
-        conn = apsw.Connection(str(cfg.path), flags=flags)
+        conn = apsw.Connection(name, flags=flags)
         conn.set_busy_handler(_busy_poller(cfg.busy_timeout_ms))
         if not cfg.readonly:
             mode = conn.pragma("journal_mode", "wal")
@@ -188,6 +212,15 @@ def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
         raise
 
 
+def check_not_newer(path: Path | str, version: int, known: int) -> None:
+    """A file migrated by a later program than this one is refused, not misread."""
+    if version > known:
+        raise MigrationError(
+            f"{path}: schema version {version} is newer than this program knows ({known}); "
+            "upgrade the program"
+        )
+
+
 def migrate(conn: apsw.Connection, migrations: Sequence[str]) -> int:
     """Apply numbered migrations (migration i moves `user_version` from i to i+1).
 
@@ -197,11 +230,7 @@ def migrate(conn: apsw.Connection, migrations: Sequence[str]) -> int:
     for target, sql in enumerate(migrations, start=1):
         with transaction(conn):
             version = int(conn.pragma("user_version"))
-            if version > len(migrations):
-                raise MigrationError(
-                    f"{conn.filename}: schema version {version} is newer than this program "
-                    f"knows ({len(migrations)}); upgrade the program"
-                )
+            check_not_newer(conn.filename, version, len(migrations))
             if version >= target:
                 continue
             conn.execute(sql)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Final, TypeVar
 
 import apsw
 
 from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
+from engine.errors import MigrationError, StorageError, StorageFault
 from engine.log import (
     Change,
     ChangeFn,
@@ -34,7 +36,14 @@ from engine.log import (
     encode_cursor,
     replay,
 )
-from engine.sqlite import BatchStats, DbConfig, Writer, open_connection, translated
+from engine.sqlite import (
+    BatchStats,
+    DbConfig,
+    Writer,
+    check_not_newer,
+    open_connection,
+    translated,
+)
 
 __all__ = ["MIGRATIONS", "SqliteSagaLog"]
 
@@ -213,7 +222,7 @@ def _select_transitions(conn: apsw.Connection, saga_seq: int) -> list[Transition
 class SqliteSagaLog:
     """`SagaLog` on one SQLite file. Open with `SqliteSagaLog.open(DbConfig(path))`."""
 
-    def __init__(self, writer: Writer, cfg: DbConfig) -> None:
+    def __init__(self, writer: Writer | None, cfg: DbConfig) -> None:
         self._writer = writer
         self._cfg = cfg
         self._local = threading.local()
@@ -226,6 +235,25 @@ class SqliteSagaLog:
     ) -> SqliteSagaLog:
         writer = Writer(cfg, MIGRATIONS, name="saga-log-writer", on_batch=on_batch)
         return cls(writer, cfg)
+
+    @classmethod
+    def open_readonly(cls, cfg: DbConfig) -> SqliteSagaLog:
+        """Reads only: no writer, no migration, so it never takes the write lock. A look at a
+        busy system (an operator's `saga ls`, the audit) then neither waits behind the
+        writers nor delays them (WAL readers see the last commit); a writable open waits
+        for the lock to migrate and fails past the busy timeout. Writes raise
+        StorageError READONLY. The file must be a saga log this program can read."""
+        ro = replace(cfg, readonly=True)
+        conn = open_connection(ro)
+        try:
+            with translated(ro.path):
+                version = int(conn.pragma("user_version"))
+        finally:
+            conn.close()
+        check_not_newer(ro.path, version, len(MIGRATIONS))
+        if version < 1:
+            raise MigrationError(f"{ro.path}: not a saga log yet (schema version {version})")
+        return cls(None, ro)
 
     @property
     def path(self) -> str:
@@ -396,7 +424,7 @@ class SqliteSagaLog:
         # The SELECT-then-INSERT runs inside the writer's transaction (BEGIN IMMEDIATE), so
         # no other process can insert the same key in between: no race to lose.
 
-        return await self._writer.run(unit)
+        return await self._write(unit)
 
     async def append(
         self,
@@ -426,7 +454,7 @@ class SqliteSagaLog:
                 (status.value, reason, last, now_ms, seq),
             )
 
-        await self._writer.run(unit)
+        await self._write(unit)
 
     async def claim(
         self, owner: str, *, limit: int, now_ms: int, lease_expires_ms: int
@@ -451,7 +479,7 @@ class SqliteSagaLog:
                 taken.append(Takeover(_record(rec), tuple(_select_transitions(conn, seq))))
             return taken
 
-        return await self._writer.run(unit)
+        return await self._write(unit)
 
     async def change(self, saga_id: str, fn: ChangeFn, *, now_ms: int, actor: str) -> SagaRecord:
         def unit(conn: apsw.Connection) -> SagaRecord:
@@ -473,7 +501,7 @@ class SqliteSagaLog:
             assert rec is not None
             return _record(rec)
 
-        return await self._writer.run(unit)
+        return await self._write(unit)
 
     async def renew(self, owner: str, *, lease_expires_ms: int) -> int:
         def unit(conn: apsw.Connection) -> int:
@@ -484,7 +512,7 @@ class SqliteSagaLog:
             )
             return int(conn.changes())
 
-        return await self._writer.run(unit)
+        return await self._write(unit)
 
     async def release(self, owner: str, saga_ids: Sequence[str] | None = None) -> int:
         def unit(conn: apsw.Connection) -> int:
@@ -501,13 +529,23 @@ class SqliteSagaLog:
                 total += int(conn.changes())
             return total
 
+        return await self._write(unit)
+
+    async def _write(self, unit: Callable[[apsw.Connection], T]) -> T:
+        if self._writer is None:
+            raise StorageError(
+                StorageFault.READONLY,
+                f"{self.path}: the saga log was opened read-only",
+                path=self.path,
+            )
         return await self._writer.run(unit)
 
     async def close(self) -> None:
         self.close_sync()
 
     def close_sync(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
         with self._lock:
             for conn in self._readers:
                 conn.close()

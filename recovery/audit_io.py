@@ -124,7 +124,7 @@ def _read_services(
 
 
 def read_snapshot(log_path: Path, services: ServiceAddresses, *, timeout: float = 10.0) -> Snapshot:
-    log = SqliteSagaLog.open(DbConfig(log_path))
+    log = SqliteSagaLog.open_readonly(DbConfig(log_path))
     channels = [
         grpc.insecure_channel(format_addr(a))
         for a in (services.order, services.payment, services.inventory)
@@ -153,7 +153,7 @@ def read_snapshot(log_path: Path, services: ServiceAddresses, *, timeout: float 
 
 def wait_until_settled(log_path: Path, timeout_s: float) -> bool:
     """Wait (up to timeout_s) until no order saga is RUNNING or COMPENSATING."""
-    log = SqliteSagaLog.open(DbConfig(log_path))
+    log = SqliteSagaLog.open_readonly(DbConfig(log_path))
     deadline = time.monotonic() + timeout_s
     try:
         while True:

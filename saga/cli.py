@@ -16,7 +16,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 import click
 
 from engine.errors import EngineError
-from saga.ops import cancel_command, ls_command, retry_command, show_command
+from saga.ops import cancel_command, check_wait, ls_command, retry_command, show_command
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -99,7 +99,7 @@ def audit(wait_s: float, as_json: bool) -> None:
     """
     from saga.audit_cmd import run_audit
 
-    sys.exit(run_audit(os.environ, wait_s=wait_s, as_json=as_json))
+    sys.exit(run_audit(os.environ, wait_s=check_wait(wait_s), as_json=as_json))
 
 
 @main.command()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import os
 import socket
 import sys
@@ -102,6 +103,13 @@ def operator_errors(fn: Callable[P, R]) -> Callable[P, R]:
             _die("error", exc.message, EXIT_ERROR)
 
     return wrapper
+
+
+def check_wait(wait_s: float) -> float:
+    """`--wait`'s seconds: click's float type lets nan, inf and negatives through."""
+    if not math.isfinite(wait_s) or wait_s < 0:
+        raise EngineError(f"--wait {wait_s:g}: expected a finite number of seconds >= 0")
+    return wait_s
 
 
 def _now_ms() -> int:
@@ -200,7 +208,7 @@ def ls_command(
     if not 1 <= limit <= 10_000:
         raise EngineError(f"--limit {limit}: expected 1 to 10000")
     flt = _filter(statuses, older_than, newer_than, definition)
-    with open_log(_settings(data_dir, log_db)) as log:
+    with open_log(_settings(data_dir, log_db), readonly=True) as log:
         page = log.list_sagas_sync(flt, limit=limit, cursor=cursor or None)
     now = _now_ms()
     rows = [SagaRow.of(r, now) for r in page.items]
@@ -222,7 +230,7 @@ def show_command(saga_id: str, as_json: bool, data_dir: Path | None, log_db: Pat
     from saga.ops_io import definitions, open_log
 
     settings = _settings(data_dir, log_db)
-    with open_log(settings) as log:
+    with open_log(settings, readonly=True) as log:
         record = log.get_sync(saga_id)
         if record is None:
             raise SagaNotFound(f"no saga {saga_id}", saga_id=saga_id)
@@ -401,8 +409,8 @@ def _change(
             f"give a saga id, or filters (--status, --older-than, --newer-than, --definition) "
             f"to {verb.value} many"
         )
-    if wait_s is not None and wait_s < 0:
-        raise EngineError(f"--wait {wait_s:g}: expected seconds >= 0")
+    if wait_s is not None:
+        check_wait(wait_s)
     if limit is not None and limit < 1:
         raise EngineError(f"--limit {limit}: expected at least 1")
     settings = _settings(data_dir, log_db)

@@ -106,10 +106,12 @@ def _check_is_saga_log(cfg: DbConfig) -> None:
 
 
 @contextlib.contextmanager
-def open_log(settings: OpsSettings) -> Iterator[SqliteSagaLog]:
+def open_log(settings: OpsSettings, *, readonly: bool = False) -> Iterator[SqliteSagaLog]:
+    """The saga log; `readonly` for commands that only look, so that they never wait for
+    (or hold up) the write lock of a live system."""
     cfg = DbConfig(settings.log_path, busy_timeout_ms=settings.busy_timeout_ms)
     _check_is_saga_log(cfg)
-    log = SqliteSagaLog.open(cfg)
+    log = SqliteSagaLog.open_readonly(cfg) if readonly else SqliteSagaLog.open(cfg)
     try:
         yield log
     finally:

@@ -20,6 +20,7 @@ from tests.ops.helpers import (
     record,
     run_saga,
 )
+from tests.support.folders import unwritable_folder
 from tests.support.procs import base_env
 
 MIN = 60_000
@@ -162,6 +163,38 @@ def test_show_judges_by_the_budgets_the_system_runs_with(env: dict[str, str]) ->
     assert_error_line(bad, "SAGA_STEP_MAX_ATTEMPTS")
 
 
+def test_looking_needs_no_write_lock(env: dict[str, str]) -> None:
+    # A writer in the middle of a long transaction (a migrating gateway, an operator's
+    # sqlite3 shell): ls and show read the last commit at once; a write still has to wait.
+    env = {**env, "SAGA_SQLITE_BUSY_TIMEOUT_MS": "200"}
+    holder = open_connection(DbConfig(Path(env["SAGA_DATA_DIR"]) / "saga.db"))
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        assert_looks_but_cannot_change(env, "locked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_looking_needs_no_write_access(env: dict[str, str]) -> None:
+    # An operator who is not the service's user, or a log on a read-only mount: the
+    # folder takes no new file, yet a stopped system's log can still be read.
+    folder = Path(env["SAGA_DATA_DIR"])
+    with unwritable_folder(folder):
+        assert_looks_but_cannot_change(env, "cannot be opened")
+
+
+def assert_looks_but_cannot_change(env: dict[str, str], why: str) -> None:
+    """ls and show answer from the log; retry, which must write, fails saying `why`."""
+    listed = run_saga("ls", env=env)
+    assert listed.code == 0, listed
+    assert len(listed.out.splitlines()) == 1 + len(SPECS)
+    shown = run_saga("show", "parked", env=env)
+    assert shown.code == 0, shown
+    assert "NEEDS_ATTENTION" in shown.out
+    assert_error_line(run_saga("retry", "parked", env=env), why, code=2)
+
+
 def test_retry_and_cancel_change_a_stopped_systems_log(env: dict[str, str]) -> None:
     """No process runs: the change is durable in the log and waits for the next runner."""
     log_path = Path(env["SAGA_DATA_DIR"]) / "saga.db"
@@ -216,6 +249,8 @@ def test_refusals_exit_3_and_change_nothing(env: dict[str, str]) -> None:
         (("cancel", "--status", "bogus", "--yes"), ("--status 'bogus'",)),
         (("retry", "--older-than", "soon"), ("--older-than 'soon'",)),
         (("retry", "parked", "--wait", "-1"), ("--wait -1",)),
+        (("cancel", "stuck", "--wait", "nan"), ("--wait nan", "finite")),
+        (("audit", "--wait", "inf"), ("--wait inf", "finite")),
     ],
 )
 def test_mistakes_are_one_clear_line(
