@@ -26,6 +26,7 @@ from engine.log import (
     CreateResult,
     NewSaga,
     Page,
+    Pruned,
     SagaFilter,
     SagaLog,
     SagaRecord,
@@ -147,6 +148,13 @@ class ProbeLog:
 
     async def list_sagas(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
         return await self.inner.list_sagas(flt, limit=limit, cursor=cursor)
+
+    async def prune_history(
+        self, *, finished_before_ms: int, limit: int, cursor: str | None, dry_run: bool = False
+    ) -> Pruned:
+        return await self.inner.prune_history(
+            finished_before_ms=finished_before_ms, limit=limit, cursor=cursor, dry_run=dry_run
+        )
 
     async def count_by_status(self) -> dict[SagaStatus, int]:
         return await self.inner.count_by_status()

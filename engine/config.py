@@ -8,16 +8,21 @@ from the environment once, at start-up, and passes it down. A bad value is a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final
 
 from engine.errors import EngineError
 from engine.sqlite import Synchronous
 
 __all__ = [
+    "DURATION_HINT",
     "Address",
     "SettingsError",
+    "duration_ms",
     "env_addr",
+    "env_duration_ms",
     "env_float",
     "env_int",
     "env_path",
@@ -66,6 +71,40 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     if not math.isfinite(value) or value < minimum:
         raise SettingsError(f"{name}={raw!r}: expected a finite number >= {minimum}")
     return value
+
+
+_UNITS_MS: Final = {
+    "ms": 1,
+    "s": 1_000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
+    "w": 604_800_000,
+}
+_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+DURATION_HINT: Final = "expected a duration like 90s, 5m, 1h30m or 2d (units ms, s, m, h, d, w)"
+
+
+def duration_ms(text: str) -> int | None:
+    """A human duration ("5m", "1h30m", "2d", "1.5h") in milliseconds; None when it is not
+    one. A bare number is not: seconds or days would be a guess, and these durations
+    decide what is cancelled or deleted."""
+    raw = text.strip().lower().replace(" ", "")
+    parts = _PART.findall(raw)
+    if not raw or "".join(n + u for n, u in parts) != raw:
+        return None
+    return round(sum(float(n) * _UNITS_MS[u] for n, u in parts))
+
+
+def env_duration_ms(env: Mapping[str, str], name: str) -> int | None:
+    """A duration setting (`30d`); None when unset or empty."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    ms = duration_ms(raw)
+    if ms is None:
+        raise SettingsError(f"{name}={raw!r}: {DURATION_HINT}")
+    return ms
 
 
 def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:

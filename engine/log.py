@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.core import SagaStatus, Transition
+from engine.core import Phase, SagaStatus, Transition
 from engine.errors import EngineError, StaleEpoch
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "InvalidCursor",
     "NewSaga",
     "Page",
+    "PruneBatch",
+    "Pruned",
     "SagaFilter",
     "SagaLog",
     "SagaNotFound",
@@ -35,6 +37,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "payload_digest",
+    "pruned_before",
 ]
 
 
@@ -136,6 +139,63 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class Pruned:
+    """One batch of `prune_history`."""
+
+    examined: int  # sagas looked at, whatever their status
+    sagas: int  # of those, how many had history to prune (or would, on a dry run)
+    transitions: int  # transitions deleted (or that would be)
+    next_cursor: str | None  # continue after these; None: nothing older is left to look at
+
+
+@dataclass(slots=True)
+class PruneBatch:
+    """One batch of `prune_history` as an adapter scans it in creation order: which sagas
+    it prunes and whether the scan goes on. One rule for every adapter."""
+
+    finished_before_ms: int
+    sagas: int = 0
+    transitions: int = 0
+    done: bool = False
+
+    def wants(
+        self, created_ms: int, status: SagaStatus, updated_ms: int, last: Phase | None
+    ) -> bool:
+        """Whether to prune this saga, given its record and the phase of its last
+        transition (the one pruning keeps)."""
+        if created_ms >= self.finished_before_ms:
+            # Created after the cutoff, so it cannot have finished before it, and neither
+            # can any saga created later: the scan ends. (Several writers' clocks may
+            # disagree by a little; a saga missed so is pruned by a later run.)
+            self.done = True
+        return (
+            not self.done
+            and status.finished
+            and updated_ms < self.finished_before_ms
+            # Only a log that ends in its finish: the kept transition alone must still
+            # fold to "finished", or a decision on the saga could change.
+            and last in (Phase.COMPLETED, Phase.COMPENSATED)
+        )
+
+    def pruned(self, transitions: int) -> None:
+        if transitions:
+            self.sagas += 1
+            self.transitions += transitions
+
+    def result(self, examined: int, limit: int, last: str) -> Pruned:
+        more = not self.done and examined == limit
+        return Pruned(examined, self.sagas, self.transitions, last if more else None)
+
+
+def pruned_before(transitions: Sequence[Transition]) -> int | None:
+    """The seq of the first transition `prune_history` kept, when it pruned this log: every
+    saga's log starts with CREATED, and a pruned one keeps only its final transition."""
+    if transitions and transitions[0].phase is not Phase.CREATED:
+        return transitions[0].seq
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """What an operator's change appends, and the saga's status and reason after it."""
 
@@ -200,6 +260,18 @@ class SagaLog(Protocol):
 
     async def release(self, owner: str, saga_ids: Sequence[str] | None = None) -> int:
         """Give up `owner`'s claim (all of them, or those listed) so others claim at once."""
+        ...
+
+    async def prune_history(
+        self, *, finished_before_ms: int, limit: int, cursor: str | None, dry_run: bool = False
+    ) -> Pruned:
+        """Compact the history of up to `limit` sagas that finished (COMPLETED, COMPENSATED)
+        and were last changed before `finished_before_ms`, oldest first, in one transaction:
+        every transition but the last, the one that finished the saga, is deleted. The
+        saga's record stays whole (status, reason, input, idempotency key, trace id), so its
+        order reads and replays as before, and the fold of the kept transition still says
+        how it finished: no decision (cancel, retry, claim) can change. `cursor` continues
+        after a previous batch; `dry_run` counts and deletes nothing."""
         ...
 
     async def get(self, saga_id: str) -> SagaRecord | None: ...

@@ -15,6 +15,8 @@ from engine.log import (
     CreateResult,
     NewSaga,
     Page,
+    PruneBatch,
+    Pruned,
     SagaFilter,
     SagaNotFound,
     SagaRecord,
@@ -233,6 +235,26 @@ class MemorySagaLog:
         return Page(
             tuple(e.record for e in page), encode_cursor(page[-1].seq) if more and page else None
         )
+
+    async def prune_history(
+        self, *, finished_before_ms: int, limit: int, cursor: str | None, dry_run: bool = False
+    ) -> Pruned:
+        after = 0 if cursor is None else decode_cursor(cursor)
+        batch = PruneBatch(finished_before_ms)
+        examined, last = 0, after
+        for entry in self._by_id.values():  # creation order
+            if entry.seq <= after:
+                continue
+            examined, last = examined + 1, entry.seq
+            rec = entry.record
+            final = entry.log[-1].phase if entry.log else None
+            if batch.wants(rec.created_ms, rec.status, rec.updated_ms, final):
+                batch.pruned(max(0, len(entry.log) - 1))
+                if not dry_run:
+                    del entry.log[:-1]
+            if examined == limit:
+                break
+        return batch.result(examined, limit, encode_cursor(last))
 
     async def count_claimable(self, *, now_ms: int) -> int:
         return sum(1 for e in self._active.values() if e.record.lease_expires_ms < now_ms)

@@ -106,9 +106,20 @@ class SagaMetrics:
             registry=registry,
         )
 
+        # The daemon's history retention (recovery/retention.py); only the daemon prunes.
+        self.history_pruned: Counter | None = None
         if recovery:
             for outcome in _OUTCOME.values():
                 self.recovered.labels(outcome)
+            self.history_pruned = Counter(
+                "saga_history_pruned_sagas",
+                "Finished sagas whose step history the retention pruned",
+                registry=registry,
+            )
+
+    def sagas_pruned(self, n: int) -> None:
+        if self.history_pruned is not None:
+            self.history_pruned.inc(n)
 
     def declare(self, definition: str) -> None:
         """Publish a definition's series at 0 before its first saga, so that a dashboard's

@@ -8,16 +8,33 @@ gateway's pump or the recovery daemon) claims it and drives it the normal way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 
 from engine.core import SagaState, Transition, cancel, fold, record_reason, resume
 from engine.definition import SagaDefinition
 from engine.errors import EngineError
-from engine.log import Change, SagaLog, SagaRecord
+from engine.log import Change, Pruned, SagaLog, SagaRecord
 
-__all__ = ["CANCELLED_BY_OPERATOR", "UnknownDefinition", "cancel_saga", "retry_saga"]
+__all__ = [
+    "CANCELLED_BY_OPERATOR",
+    "PRUNE_BATCH",
+    "PRUNE_PAUSE_S",
+    "UnknownDefinition",
+    "cancel_saga",
+    "prune_history",
+    "retry_saga",
+]
 
 CANCELLED_BY_OPERATOR = "cancelled_by_operator"
+# Between two batches of a prune, the write lock is left free a moment, so that the other
+# processes' writers (the gateway's) get it between batches rather than only when the lock
+# sharing of engine/sqlite.py steps in. Measured with 16 writers committing in another
+# process while 60,000 sagas were pruned: their commit p99 25 ms with the pause, 38 ms
+# without (11 ms with no prune); the prune took 4.9 s instead of 2.5 s.
+PRUNE_PAUSE_S = 0.02
+# Sagas looked at per prune transaction: ~22 ms of write lock each (README, saga prune).
+PRUNE_BATCH = 500
 
 
 class UnknownDefinition(EngineError):
@@ -80,3 +97,32 @@ async def retry_saga(
     return await log.change(
         saga_id, _changer(definitions, decide_change), now_ms=now_ms, actor=actor
     )
+
+
+async def prune_history(
+    log: SagaLog,
+    *,
+    finished_before_ms: int,
+    batch: int = PRUNE_BATCH,
+    dry_run: bool = False,
+    on_batch: Callable[[Pruned], None] | None = None,
+    pause_s: float = PRUNE_PAUSE_S,
+) -> Pruned:
+    """Compact the history of every saga that finished before `finished_before_ms` (see
+    `SagaLog.prune_history`), `batch` sagas per transaction so that each holds the write
+    lock only briefly on a live system, with `pause_s` between them. Returns the totals."""
+    examined = sagas = transitions = 0
+    cursor: str | None = None
+    while True:
+        part = await log.prune_history(
+            finished_before_ms=finished_before_ms, limit=batch, cursor=cursor, dry_run=dry_run
+        )
+        examined, sagas = examined + part.examined, sagas + part.sagas
+        transitions += part.transitions
+        if on_batch is not None:
+            on_batch(part)
+        cursor = part.next_cursor
+        if cursor is None:
+            return Pruned(examined, sagas, transitions, None)
+        if not dry_run:  # a dry run only reads: it takes no write lock
+            await asyncio.sleep(pause_s)

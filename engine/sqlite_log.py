@@ -27,6 +27,8 @@ from engine.log import (
     CreateResult,
     NewSaga,
     Page,
+    PruneBatch,
+    Pruned,
     SagaFilter,
     SagaNotFound,
     SagaRecord,
@@ -502,6 +504,41 @@ class SqliteSagaLog:
             return _record(rec)
 
         return await self._write(unit)
+
+    async def prune_history(
+        self, *, finished_before_ms: int, limit: int, cursor: str | None, dry_run: bool = False
+    ) -> Pruned:
+        after = 0 if cursor is None else decode_cursor(cursor)
+
+        def unit(conn: apsw.Connection) -> Pruned:
+            # Up to `limit` sagas in creation order, whatever their status, so that one
+            # batch (one write transaction) costs a bounded time however the log looks.
+            rows = conn.execute(
+                "SELECT seq, last_n, status, created_ms, updated_ms, "
+                "(SELECT phase FROM transitions WHERE saga_seq = seq AND n = last_n) "
+                "FROM sagas WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            batch = PruneBatch(finished_before_ms)
+            for seq, last_n, status, created_ms, updated_ms, last in rows:
+                last_phase = None if last is None else Phase(str(last))
+                record = (_int(created_ms), SagaStatus(str(status)), _int(updated_ms))
+                if not batch.wants(*record, last_phase):
+                    continue
+                args = (_int(seq), _int(last_n))
+                if dry_run:
+                    row = conn.execute(
+                        "SELECT count(*) FROM transitions WHERE saga_seq = ? AND n < ?", args
+                    ).fetchone()
+                    deleted = 0 if row is None else _int(row[0])
+                else:
+                    conn.execute("DELETE FROM transitions WHERE saga_seq = ? AND n < ?", args)
+                    deleted = int(conn.changes())
+                batch.pruned(deleted)
+            last = _int(rows[-1][0]) if rows else after
+            return batch.result(len(rows), limit, encode_cursor(last))
+
+        return self._read(unit) if dry_run else await self._write(unit)
 
     async def renew(self, owner: str, *, lease_expires_ms: int) -> int:
         def unit(conn: apsw.Connection) -> int:

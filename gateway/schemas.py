@@ -15,7 +15,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.core import Phase, SagaStatus, Transition
-from engine.log import SagaRecord
+from engine.log import SagaRecord, pruned_before
 from gateway.orders import Order, OrderStatus
 
 __all__ = [
@@ -142,6 +142,11 @@ class SagaOut(BaseModel):
     reason: str | None = Field(description="why it compensated, or why it needs attention")
     created_at: str
     updated_at: str
+    history_pruned: bool = Field(
+        default=False,
+        description="true when `saga prune` deleted its step history: steps then holds only "
+        "the final transition",
+    )
     steps: list[StepOut] = Field(description="every transition of its log, in order")
 
 
@@ -191,6 +196,7 @@ def saga_out(record: SagaRecord, transitions: Sequence[Transition]) -> SagaOut:
         reason=record.reason,
         created_at=rfc3339(record.created_ms),
         updated_at=rfc3339(record.updated_ms),
+        history_pruned=pruned_before(transitions) is not None,
         steps=[
             StepOut(
                 seq=t.seq,

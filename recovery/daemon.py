@@ -27,6 +27,7 @@ from engine.sqlite_log import SqliteSagaLog
 from engine.tracing import TracingHooks
 from gateway.order_saga import order_saga
 from gateway.participants import Participants
+from recovery.retention import Retention
 from recovery.settings import RecoverySettings
 
 __all__ = ["serve"]
@@ -80,14 +81,28 @@ async def serve(
         settings.interval_s,
         format_addr(settings.metrics_addr),
     )
+    pruner: asyncio.Task[None] | None = None
     try:
         await runner.start()
+        if settings.history_retention_ms is not None:
+            retention = Retention(
+                saga_log,
+                clock,
+                retention_ms=settings.history_retention_ms,
+                every_s=settings.prune_interval_s,
+                on_pruned=metrics.sagas_pruned,
+            )
+            pruner = asyncio.create_task(retention.run(stop), name="history-retention")
         while not stop.is_set():
             with contextlib.suppress(EngineError):
                 await metrics.sample(saga_log, clock.now_ms())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), min(settings.interval_s, 5.0))
     finally:
+        if pruner is not None:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
         await runner.stop()
         await participants.close()
         await saga_log.close()

@@ -10,6 +10,7 @@ from engine.config import (
     Address,
     data_dir,
     env_addr,
+    env_duration_ms,
     env_float,
     env_int,
     env_path,
@@ -35,6 +36,8 @@ class RecoverySettings:
     services: ServiceAddresses
     crash: CrashPoints
     saga_policy: OrderSagaPolicy
+    history_retention_ms: int | None  # prune finished sagas' history past it; None: keep
+    prune_interval_s: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RecoverySettings:
@@ -50,4 +53,6 @@ class RecoverySettings:
             services=ServiceAddresses.from_env(env),
             crash=CrashPoints.from_env(env),
             saga_policy=OrderSagaPolicy.from_env(env),
+            history_retention_ms=env_duration_ms(env, "SAGA_HISTORY_RETENTION"),
+            prune_interval_s=env_float(env, "SAGA_PRUNE_INTERVAL_S", 600.0, minimum=0.05),
         )

@@ -17,6 +17,7 @@ import click
 
 from engine.errors import EngineError
 from saga.ops import cancel_command, check_wait, ls_command, retry_command, show_command
+from saga.prune_cmd import prune_command
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,8 +46,8 @@ def main() -> None:
     """A durable saga engine that survives crashes: the e-commerce order stack."""
 
 
-# Operator tools (saga/ops.py): ls, show, retry, cancel.
-for _command in (ls_command, show_command, retry_command, cancel_command):
+# Operator tools (saga/ops.py): ls, show, retry, cancel; saga/prune_cmd.py: prune.
+for _command in (ls_command, show_command, retry_command, cancel_command, prune_command):
     main.add_command(_command)
 
 
@@ -75,7 +76,10 @@ def service(name: str) -> None:
 @main.command()
 @clear_errors
 def recovery() -> None:
-    """Run the recovery daemon: claim unfinished sagas nobody drives and finish them."""
+    """Run the recovery daemon: claim unfinished sagas nobody drives and finish them.
+
+    With SAGA_HISTORY_RETENTION (30d) it also prunes finished sagas' step history.
+    """
     from recovery.main import run_recovery
 
     run_recovery(os.environ)

@@ -56,9 +56,13 @@ __all__ = [
     "EXIT_OK",
     "EXIT_REFUSED",
     "cancel_command",
+    "log_options",
     "ls_command",
+    "operator_errors",
+    "ops_settings",
     "retry_command",
     "show_command",
+    "wall_ms",
 ]
 
 EXIT_OK: Final = 0
@@ -112,13 +116,13 @@ def check_wait(wait_s: float) -> float:
     return wait_s
 
 
-def _now_ms() -> int:
+def wall_ms() -> int:
     from engine.runner import SystemClock
 
     return SystemClock().now_ms()
 
 
-def _settings(data_dir: Path | None, log_db: Path | None) -> OpsSettings:
+def ops_settings(data_dir: Path | None, log_db: Path | None) -> OpsSettings:
     from saga.ops_io import OpsSettings
 
     return OpsSettings.from_env(
@@ -171,7 +175,7 @@ def _filter(
         older_than=older_than,
         newer_than=newer_than,
         definition=definition,
-        now_ms=_now_ms(),
+        now_ms=wall_ms(),
     )
 
 
@@ -208,9 +212,9 @@ def ls_command(
     if not 1 <= limit <= 10_000:
         raise EngineError(f"--limit {limit}: expected 1 to 10000")
     flt = _filter(statuses, older_than, newer_than, definition)
-    with open_log(_settings(data_dir, log_db), readonly=True) as log:
+    with open_log(ops_settings(data_dir, log_db), readonly=True) as log:
         page = log.list_sagas_sync(flt, limit=limit, cursor=cursor or None)
-    now = _now_ms()
+    now = wall_ms()
     rows = [SagaRow.of(r, now) for r in page.items]
     if as_json:
         _print_json({"sagas": [r.to_json() for r in rows], "next_cursor": page.next_cursor})
@@ -229,13 +233,13 @@ def show_command(saga_id: str, as_json: bool, data_dir: Path | None, log_db: Pat
     """Show one saga: its timeline, its state and what the engine would do next."""
     from saga.ops_io import definitions, open_log
 
-    settings = _settings(data_dir, log_db)
+    settings = ops_settings(data_dir, log_db)
     with open_log(settings, readonly=True) as log:
         record = log.get_sync(saga_id)
         if record is None:
             raise SagaNotFound(f"no saga {saga_id}", saga_id=saga_id)
         transitions = log.transitions_sync(saga_id)
-    view = saga_view(record, transitions, definitions(settings), _now_ms())
+    view = saga_view(record, transitions, definitions(settings), wall_ms())
     if as_json:
         _print_json(view.to_json())
     else:
@@ -298,7 +302,7 @@ def _one(
             click.echo("dry run: nothing changed")
             return EXIT_OK
         try:
-            record = asyncio.run(act(log, verb, saga_id, settings=settings, now_ms=_now_ms()))
+            record = asyncio.run(act(log, verb, saga_id, settings=settings, now_ms=wall_ms()))
         except CannotChange as exc:
             why = f"cannot {verb.value} {saga_id} ({exc.code}): {exc.message}"
             _die("refused", why, EXIT_REFUSED)
@@ -312,7 +316,7 @@ def _dry_run(
     from saga.ops_io import definitions
     from saga.ops_view import preview
 
-    defs, now = definitions(settings), _now_ms()
+    defs, now = definitions(settings), wall_ms()
     rows: list[tuple[str, ...]] = []
     refused = 0
     for r in records:
@@ -351,7 +355,7 @@ def _many(
         if dry_run:
             return _dry_run(verb, settings, log, records)
         if not yes:
-            now = _now_ms()
+            now = wall_ms()
             click.echo(ls_table([SagaRow.of(r, now) for r in records[:PROMPT_ROWS]], now), err=True)
             if len(records) > PROMPT_ROWS:
                 click.echo(f"… and {len(records) - PROMPT_ROWS} more", err=True)
@@ -370,7 +374,7 @@ def _many(
                     verb,
                     [r.id for r in records],
                     settings=settings,
-                    clock=_now_ms,
+                    clock=wall_ms,
                     on_outcome=tick,
                 )
             )
@@ -413,7 +417,7 @@ def _change(
         check_wait(wait_s)
     if limit is not None and limit < 1:
         raise EngineError(f"--limit {limit}: expected at least 1")
-    settings = _settings(data_dir, log_db)
+    settings = ops_settings(data_dir, log_db)
     if saga_id is not None:
         sys.exit(_one(verb, settings, saga_id, dry_run=dry_run, wait_s=wait_s))
     flt = _filter(statuses or DEFAULT_STATUSES[verb], older_than, newer_than, definition)

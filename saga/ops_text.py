@@ -96,6 +96,10 @@ def show_text(view: SagaView) -> str:
             for e in view.entries
         ],
     )
+    if view.pruned_before is not None:
+        head.append(
+            ("history", f"pruned: transitions 1-{view.pruned_before - 1} deleted by saga prune")
+        )
     return "\n".join(f"{k:<9} {v}" for k, v in head) + "\n\n" + steps
 
 

@@ -9,13 +9,12 @@ back, so every answer here is a unit test. The engine's own pure core decides (`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final
 
+from engine.config import DURATION_HINT, duration_ms
 from engine.core import (
     ACTIVE_STATUSES,
     Call,
@@ -35,7 +34,7 @@ from engine.core import (
 )
 from engine.definition import SagaDefinition
 from engine.errors import EngineError
-from engine.log import SagaFilter, SagaRecord
+from engine.log import SagaFilter, SagaRecord, pruned_before
 from engine.operations import CANCELLED_BY_OPERATOR
 
 __all__ = [
@@ -73,26 +72,14 @@ class OpsInputError(EngineError):
 
 # ---- parsing the operator's input -------------------------------------------------------
 
-_UNITS_MS: Final = {
-    "ms": 1,
-    "s": 1_000,
-    "m": 60_000,
-    "h": 3_600_000,
-    "d": 86_400_000,
-    "w": 604_800_000,
-}
-_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION_HINT: Final = "expected a duration like 90s, 5m, 1h30m or 2d (units ms, s, m, h, d, w)"
-
 
 def parse_duration_ms(text: str, *, option: str) -> int:
     """A human duration ("5m", "1h30m", "2d", "1.5h") in milliseconds. A bare number is
     refused: seconds or minutes would be a guess, and a guess here cancels sagas."""
-    raw = text.strip().lower().replace(" ", "")
-    parts = _PART.findall(raw)
-    if not raw or "".join(n + u for n, u in parts) != raw:
-        raise OpsInputError(f"{option} {text!r}: {_DURATION_HINT}")
-    return round(sum(float(n) * _UNITS_MS[u] for n, u in parts))
+    ms = duration_ms(text)
+    if ms is None:
+        raise OpsInputError(f"{option} {text!r}: {DURATION_HINT}")
+    return ms
 
 
 def parse_statuses(values: Sequence[str]) -> tuple[SagaStatus, ...]:
@@ -359,12 +346,14 @@ class SagaView:
     next: NextStep
     driver: str
     now_ms: int
+    pruned_before: int | None  # `saga prune` deleted the transitions before this seq
 
     def to_json(self) -> Json:
         return {
             **self.row.to_json(),
             "lease_live": self.row.lease_live(self.now_ms),
             "next": {**self.next.to_json(), "by": self.driver or None},
+            "history_pruned": self.pruned_before is not None,
             "steps": [e.to_json() for e in self.entries],
         }
 
@@ -382,6 +371,7 @@ def saga_view(
         next=what_next(record, transitions, definitions),
         driver=driver_note(row, now_ms),
         now_ms=now_ms,
+        pruned_before=pruned_before(transitions),
     )
 
 

@@ -16,12 +16,14 @@ from engine.log import (
     IdempotencyKeyReused,
     InvalidCursor,
     NewSaga,
+    Pruned,
     SagaFilter,
     SagaLog,
     SagaNotFound,
     SagaRecord,
 )
 from engine.memory_log import MemorySagaLog
+from engine.operations import prune_history
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 
@@ -299,3 +301,63 @@ async def test_counts_follow_every_status_change(log: SagaLog) -> None:
     await log.change("saga-2", resume, now_ms=NOW, actor="op")
     await matches_a_full_count()
     assert (await log.count_by_status())[SagaStatus.RUNNING] == 4
+
+
+async def finish(log: SagaLog, i: int, status: SagaStatus, *, created: int, at: int) -> None:
+    await log.create(new(i), owner="a", lease_expires_ms=NOW, now_ms=created)
+    end = {
+        SagaStatus.COMPLETED: Transition("", Phase.COMPLETED),
+        SagaStatus.COMPENSATED: Transition("", Phase.COMPENSATED),
+        SagaStatus.NEEDS_ATTENTION: Transition("", Phase.PARKED, error="stuck"),
+        SagaStatus.RUNNING: Transition("s1", Phase.INTENT, 2),
+    }[status]
+    steps = [Transition("s0", Phase.INTENT, 1), Transition("s0", Phase.DONE, 1), end]
+    await log.append(f"saga-{i}", 1, steps, status=status, reason=None, now_ms=at)
+
+
+async def prune_all(log: SagaLog, before: int, *, dry_run: bool = False) -> tuple[int, int]:
+    batches: list[Pruned] = []
+    done = await prune_history(
+        log, finished_before_ms=before, batch=2, dry_run=dry_run, on_batch=batches.append
+    )
+    # Two sagas a batch, in creation order: 1-2, 3-4, 5-7, 6 (created after the cutoff:
+    # the scan ends there).
+    assert [b.examined for b in batches] == [2, 2, 2, 1]
+    assert [b.next_cursor is None for b in batches] == [False, False, False, True]
+    return done.sagas, done.transitions
+
+
+async def test_pruning_keeps_each_old_finished_saga_and_its_final_transition(
+    log: SagaLog,
+) -> None:
+    cutoff = NOW + 500
+    await finish(log, 1, SagaStatus.COMPLETED, created=NOW, at=NOW + 10)
+    await finish(log, 2, SagaStatus.NEEDS_ATTENTION, created=NOW, at=NOW + 10)  # not finished
+    await finish(log, 3, SagaStatus.COMPENSATED, created=NOW, at=NOW + 20)
+    await finish(log, 4, SagaStatus.RUNNING, created=NOW, at=NOW + 30)
+    await finish(log, 5, SagaStatus.COMPLETED, created=NOW, at=cutoff)  # finished too late
+    # Marked finished by a writer whose log does not end in the finish: the kept
+    # transition alone would not fold to "finished", so it is left whole.
+    await log.create(new(7), owner="a", lease_expires_ms=NOW, now_ms=NOW)
+    odd = [Transition("s0", Phase.INTENT, 1)]
+    await log.append("saga-7", 1, odd, status=SagaStatus.COMPLETED, reason=None, now_ms=NOW)
+    await finish(log, 6, SagaStatus.COMPLETED, created=cutoff + 1, at=cutoff + 2)
+    before = {i: await log.get(f"saga-{i}") for i in range(1, 8)}
+    logs = {i: await log.transitions(f"saga-{i}") for i in range(1, 8)}
+
+    assert await prune_all(log, cutoff, dry_run=True) == (2, 6)
+    assert {i: await log.transitions(f"saga-{i}") for i in range(1, 8)} == logs
+    assert await prune_all(log, cutoff) == (2, 6)
+
+    for i in range(1, 8):
+        assert await log.get(f"saga-{i}") == before[i], "records stay as they were"
+        kept = await log.transitions(f"saga-{i}")
+        assert kept == (logs[i][-1:] if i in (1, 3) else logs[i]), i
+    assert await log.count_by_status() == {
+        SagaStatus.RUNNING: 1,
+        SagaStatus.COMPENSATING: 0,
+        SagaStatus.COMPLETED: 4,
+        SagaStatus.COMPENSATED: 1,
+        SagaStatus.NEEDS_ATTENTION: 1,
+    }
+    assert await prune_all(log, cutoff) == (0, 0), "a second run finds nothing left"

@@ -7,22 +7,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from engine.crashpoints import STEP_POINTS
 from gateway.orders import OrderRequest
-from tests.support.stack import ORDERS, PLENTY, Stack
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack.create(tmp_path, INVENTORY_SEED_STOCK=PLENTY)
-    s.start_services()
-    yield s
-    s.close()
+from tests.support.stack import ORDERS, Stack
 
 
 def mixed(n: int) -> list[tuple[str, OrderRequest]]:
