@@ -113,8 +113,9 @@ def test_participants_die_mid_load_and_lose_responses(stack: Stack) -> None:
 
 
 def test_a_paused_owner_is_fenced_when_it_wakes(stack: Stack) -> None:
-    # Charges take 1.5 s, so the gateway is caught mid-pivot when it is frozen.
-    stack.start_services({"SAGA_FAULTS": "Charge:latency_ms:1500"})
+    # Charges take 3 s, so the gateway is caught mid-pivot when it is frozen: every saga
+    # must reach its charge before the first charge returns, on a loaded machine too.
+    stack.start_services({"SAGA_FAULTS": "Charge:latency_ms:3000"})
     stack.start_gateway()
     assert stack.gateway is not None
     with stack.client() as http:
