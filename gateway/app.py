@@ -96,7 +96,11 @@ def create_app(
             idem = cache
             if idem is None:
                 idem = (
-                    RedisCache(settings.redis_url, on_error=metrics.cache_error)
+                    RedisCache(
+                        settings.redis_url,
+                        timeout_s=settings.redis_timeout_s,
+                        on_error=metrics.cache_error,
+                    )
                     if settings.redis_url
                     else NullCache()
                 )

@@ -9,6 +9,7 @@ The contract's variables (CONTRACT.md) and the gateway's own, each with a sane d
 | `SAGA_DATA_DIR` | folder of the SQLite files | `./var` |
 | `SAGA_LOG_DB_PATH` | the saga log | `$SAGA_DATA_DIR/saga.db` |
 | `REDIS_URL` | idempotency fast path; unset = the log alone | unset |
+| `SAGA_REDIS_TIMEOUT_MS` | one Redis call's budget; past it the log answers alone | 100 |
 | `SAGA_LEASE_S` | lease on a saga without a heartbeat | 10 |
 | `*_SERVICE_ADDR` | the three participant services | 127.0.0.1:9090/9091/9092 |
 | `SAGA_ADMIN_TOKEN` | bearer token of the admin routes; unset = closed | unset |
@@ -85,6 +86,7 @@ class GatewaySettings:
     http_addr: Address = ("127.0.0.1", 8080)
     log_db: DbConfig = field(default_factory=lambda: DbConfig(Path("var") / "saga.db"))
     redis_url: str | None = None
+    redis_timeout_s: float = 0.1
     lease_s: float = 10.0
     services: ServiceAddresses = field(
         default_factory=lambda: ServiceAddresses(
@@ -113,6 +115,7 @@ class GatewaySettings:
                 env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
             ),
             redis_url=_redis_url(env),
+            redis_timeout_s=env_int(env, "SAGA_REDIS_TIMEOUT_MS", 100, minimum=1) / 1000,
             lease_s=lease_s,
             services=ServiceAddresses.from_env(env),
             admin_token=env.get("SAGA_ADMIN_TOKEN") or None,

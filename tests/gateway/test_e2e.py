@@ -91,7 +91,8 @@ def test_the_seed_examples_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.parametrize("with_redis", [False, True], ids=["log-only", "redis"])
 def test_one_key_one_order(tmp_path: Path, with_redis: bool) -> None:
     redis = Redis(tmp_path) if with_redis else None
-    env = {"REDIS_URL": redis.url} if redis else {}
+    # A generous budget per Redis call (see test_redis_chaos.py): the fast path is asserted.
+    env = {"REDIS_URL": redis.url, "SAGA_REDIS_TIMEOUT_MS": "2000"} if redis else {}
     try:
         with stack(tmp_path, gateway_env=env) as s, s.client() as client:
             check_idempotency(s, client, redis)
@@ -153,7 +154,7 @@ def check_idempotency(s: Stack, client: httpx.Client, redis: Redis | None) -> No
 
 
 def test_sigterm_drains_and_hands_unfinished_sagas_back(tmp_path: Path) -> None:
-    slow = {"SAGA_ENV": "test", "SAGA_FAULTS": "Reserve:latency_ms:1500"}
+    slow = {"SAGA_ENV": "test", "SAGA_FAULTS": "Reserve:latency_ms:3000"}
     with stack(tmp_path, service_env=slow, gateway_env={"SAGA_DRAIN_S": "0.3"}) as s:
         gateway = s.gateway
         assert gateway is not None

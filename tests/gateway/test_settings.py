@@ -41,11 +41,12 @@ def test_every_variable_is_read() -> None:
             "SAGA_DRAIN_S": "1.5",
             "SAGA_MAX_BODY_BYTES": "2048",
             "SAGA_READY_TIMEOUT_S": "0.2",
+            "SAGA_REDIS_TIMEOUT_MS": "2000",
         }
     )
     assert s.http_addr == ("0.0.0.0", 9000)
     assert s.log_path == Path("/data/saga.db")
-    assert s.redis_url == "redis://localhost:6390/0"
+    assert (s.redis_url, s.redis_timeout_s) == ("redis://localhost:6390/0", 2.0)
     assert s.services.payment == ("10.0.0.2", 7000)
     assert (s.log_db.synchronous, s.log_db.busy_timeout_ms) == (Synchronous.NORMAL, 250)
     assert (s.lease_s, s.runner_capacity, s.max_queue, s.drain_s) == (3.0, 8, 0, 1.5)
@@ -69,6 +70,7 @@ def test_every_variable_is_read() -> None:
         ("SAGA_DRAIN_S", "-1"),
         ("ORDER_SERVICE_ADDR", "nowhere"),
         ("REDIS_URL", "localhost:6379"),
+        ("SAGA_REDIS_TIMEOUT_MS", "0"),
         ("REDIS_URL", "redis://localhost:port"),
     ],
 )

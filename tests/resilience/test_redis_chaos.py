@@ -25,6 +25,9 @@ def test_redis_killed_and_flushed_under_replays(stack: Stack, tmp_path: Path) ->
     redis = Redis(tmp_path)
     try:
         stack.env["REDIS_URL"] = redis.url
+        # A generous budget per call: with the default 100 ms, one slow moment turns the
+        # cache off for 2 s, long enough for the whole first load to miss it.
+        stack.env["SAGA_REDIS_TIMEOUT_MS"] = "2000"
         stack.start_services()
         stack.start_gateway()
         first = run_load(stack, 120, prefix="k")
