@@ -127,6 +127,7 @@ def gateway_settings(tmp_path: Path, addresses: ServiceAddresses, **kw: Any) -> 
         admin_token=TOKEN,
         drain_s=2.0,
         lease_s=5.0,
+        ready_timeout_s=5.0,  # a loaded test machine is no reason for /readyz to say 503
     )
     return replace(base, **kw)
 

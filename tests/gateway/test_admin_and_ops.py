@@ -25,6 +25,10 @@ from tests.services.helpers import serving, settings_for
 from tests.support.procs import free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# A cancel must land while one slow call is in flight: 3 s of it, so that a stalled moment
+# on a loaded machine cannot let the saga move on first, within a step timeout above it.
+SLOW_MS = 3000
+PATIENT = replace(FAST, step_timeout_s=10)
 
 
 async def wait_status(api: Api, saga_id: str, *statuses: SagaStatus) -> None:
@@ -83,10 +87,10 @@ async def test_finished_sagas_cannot_be_changed(api: Api) -> None:
 
 
 async def test_an_operator_cancels_before_the_pivot(tmp_path: Path) -> None:
-    slow = FaultPlan((FaultRule("Reserve", FaultKind.LATENCY_MS, 600),))
+    slow = FaultPlan((FaultRule("Reserve", FaultKind.LATENCY_MS, SLOW_MS),))
     async with (
         services(tmp_path, {"inventory": {"faults": slow}}) as addresses,
-        running(gateway_settings(tmp_path, addresses), policy=FAST) as api,
+        running(gateway_settings(tmp_path, addresses), policy=PATIENT) as api,
     ):
         oid = (await api.post_order(ORDER_50)).json()["id"]
         await wait_step(api, oid, "reserve_stock")  # the slow reservation is on its way
@@ -100,10 +104,10 @@ async def test_an_operator_cancels_before_the_pivot(tmp_path: Path) -> None:
 
 
 async def test_past_the_pivot_a_cancel_is_409(tmp_path: Path) -> None:
-    slow = FaultPlan((FaultRule("UpdateOrderStatus", FaultKind.LATENCY_MS, 600),))
+    slow = FaultPlan((FaultRule("UpdateOrderStatus", FaultKind.LATENCY_MS, SLOW_MS),))
     async with (
         services(tmp_path, {"order": {"faults": slow}}) as addresses,
-        running(gateway_settings(tmp_path, addresses), policy=FAST) as api,
+        running(gateway_settings(tmp_path, addresses), policy=PATIENT) as api,
     ):
         oid = (await api.post_order(ORDER_50)).json()["id"]
         await wait_step(api, oid, "confirm_order")  # charged: past the pivot

@@ -24,7 +24,7 @@ ORDER = {"customer_id": "cust_1", "items": [{"product_id": "prod_1", "quantity":
 DECLINED = {"customer_id": "cust_1", "items": [{"product_id": "prod_1", "quantity": 1,
                                                "price": 600}]}  # fmt: skip
 # Charge is slow enough for a scrape to see a saga in flight (polled, never timed).
-SLOW_CHARGE = {"SAGA_ENV": "test", "SAGA_FAULTS": "Charge:latency_ms:700"}
+SLOW_CHARGE = {"SAGA_ENV": "test", "SAGA_FAULTS": "Charge:latency_ms:2000"}
 
 GATEWAY_NAMES = (
     "saga_started", "saga_finished", "saga_step_duration_seconds", "saga_step_retries",

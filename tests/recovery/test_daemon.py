@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 
 from engine.crashpoints import STEP_POINTS
+from engine.log import SagaFilter
 from gateway.orders import OrderRequest
 from tests.support.stack import ORDERS, Stack
 
@@ -35,7 +38,8 @@ def test_daemon_finishes_what_a_dead_gateway_left(stack: Stack) -> None:
     report = stack.audit(wait_s=60)
     assert report.ok, [str(v) for v in report.violations]
     assert report.by_status == {"CONFIRMED": 20, "CANCELLED": 40}
-    assert metric(daemon.metrics_port, "saga_recovered_total") == 60
+    # Counted just after the log's commit wakes the daemon: read once it has caught up.
+    assert settled(lambda: metric(daemon.metrics_port, "saga_recovered_total"), 60) == 60
     with stack.log() as log:
         rec = log.get_sync("o-0001")
     assert rec is not None
@@ -63,11 +67,31 @@ def test_two_daemons_share_the_work_and_one_dies(stack: Stack, point: str) -> No
     doomed = stack.recovery(
         {**share, "SAGA_CRASH_AT": f"{point}:reserve_stock#5"}, name="d2", wait=False
     )
+    # d1 starts once d2 holds sagas, so d1 cannot finish all 120 before d2 reaches its fifth
+    # reservation however slowly d2 started.
+    wait_until_claimed(stack)
     stack.recovery(share, name="d1")
     report = stack.audit(wait_s=60)
     assert doomed.wait(30) == -9
     assert report.ok, [str(v) for v in report.violations]
     assert report.orders == 120
+
+
+def settled(read: Callable[[], float], expected: float, within_s: float = 10.0) -> float:
+    """`read()` once it reaches `expected` (or the deadline passes), to be compared exactly:
+    a counter that overshoots still fails."""
+    deadline = time.monotonic() + within_s
+    while (value := read()) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def wait_until_claimed(stack: Stack, within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    with stack.log() as log:
+        while not any(r.owner for r in log.list_sagas_sync(SagaFilter(), limit=1000).items):
+            assert time.monotonic() < deadline, "no daemon claimed a saga"
+            time.sleep(0.02)
 
 
 def test_audit_command_reports_and_exits(stack: Stack) -> None:

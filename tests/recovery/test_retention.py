@@ -13,7 +13,7 @@ import pytest
 from engine.core import Phase, SagaStatus
 from engine.log import NewSaga, SagaFilter
 from tests.ops.helpers import assert_error_line, run_saga
-from tests.recovery.test_daemon import mixed
+from tests.recovery.test_daemon import mixed, settled
 from tests.support.procs import free_port
 from tests.support.prom import scrape
 from tests.support.stack import Stack
@@ -64,8 +64,8 @@ def test_the_daemon_prunes_what_finished_and_nothing_else(stack: Stack) -> None:
     assert report.ok, [str(v) for v in report.violations]
     assert report.by_status == {"CONFIRMED": 11, "CANCELLED": 20}
     wait_for(lambda: "held" in pruned(stack))
-    metrics = scrape(f"http://127.0.0.1:{daemon.metrics_port}/metrics")
-    assert metrics.value("saga_history_pruned_sagas_total") == 31
+    url = f"http://127.0.0.1:{daemon.metrics_port}/metrics"
+    assert settled(lambda: scrape(url).value("saga_history_pruned_sagas_total"), 31) == 31
 
 
 def test_a_bad_retention_is_one_line_at_start(stack: Stack) -> None:

@@ -105,18 +105,27 @@ def check_all_finished(stack: Stack, result: LoadResult) -> None:
 
 
 def kill_in_turn(
-    victims: Sequence[SagaProcess], every_s: tuple[float, float], seed: int
+    victims: Sequence[SagaProcess],
+    every_s: tuple[float, float],
+    seed: int,
+    *,
+    first_at: int | None = None,
 ) -> Callable[[threading.Event, LoadResult], None]:
     """A `during` for `run_load`: SIGKILL each victim in turn, `every_s` apart, and start
     it again after a short pause. The plan runs to its end even once the clients have all
     had their 201s (their sagas are still running then), so a run makes the same kills on a
     fast machine as on a slow one; a killer that stopped with the clients made fewer kills
-    the faster the machine."""
+    the faster the machine. With `first_at`, the first kill comes once that many orders
+    have their 201 instead of after a delay: mid-load however fast the machine is."""
     rnd = random.Random(seed)
 
     def killer(done: threading.Event, result: LoadResult) -> None:
-        for proc in victims:
-            time.sleep(rnd.uniform(*every_s))
+        for i, proc in enumerate(victims):
+            if i == 0 and first_at is not None:
+                while len(result.accepted) < first_at and not done.wait(0.005):
+                    pass
+            else:
+                time.sleep(rnd.uniform(*every_s))
             proc.kill()
             with result.lock:
                 result.kills += 1

@@ -189,7 +189,8 @@ class SagaProcess:
 
 
 class ServiceProcess(SagaProcess):
-    """`saga service NAME`, ready when its gRPC health check says SERVING."""
+    """`saga service NAME`, ready when its gRPC health check says SERVING and it has printed
+    its serving line (addresses of its ports), which comes just after."""
 
     def __init__(
         self, name: str, env: Mapping[str, str], log_path: Path, host: str, port: int
@@ -197,7 +198,10 @@ class ServiceProcess(SagaProcess):
         self.service = name
         self.host = host
         self.port = port
-        super().__init__(["service", name], env, log_path, lambda: grpc_serving(self.address))
+        super().__init__(["service", name], env, log_path, self._ready)
+
+    def _ready(self) -> bool:
+        return grpc_serving(self.address) and f"{self.service} serving on" in self.output()
 
     @property
     def address(self) -> str:

@@ -108,6 +108,7 @@ class Stack:
             SAGA_ENV="test",  # crash points and fault injection may be switched on
             SAGA_LOG_FORMAT="text",
             SAGA_DRAIN_S="2",
+            SAGA_READY_TIMEOUT_S="5",  # a loaded test machine is no reason for a 503
             HTTP_ADDR=f"127.0.0.1:{port}",
             **{var: f"127.0.0.1:{free_port()}" for var in SERVICE_ADDR_VARS.values()},
         )
