@@ -15,7 +15,7 @@ import pytest
 from engine.crashpoints import STEP_POINTS
 from engine.log import SagaFilter
 from gateway.orders import OrderRequest
-from tests.support.stack import ORDERS, Stack
+from tests.support.stack import ORDERS, Stack, wait_for
 
 
 def mixed(n: int) -> list[tuple[str, OrderRequest]]:
@@ -86,12 +86,12 @@ def settled(read: Callable[[], float], expected: float, within_s: float = 10.0) 
     return value
 
 
-def wait_until_claimed(stack: Stack, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
+def wait_until_claimed(stack: Stack) -> None:
     with stack.log() as log:
-        while not any(r.owner for r in log.list_sagas_sync(SagaFilter(), limit=1000).items):
-            assert time.monotonic() < deadline, "no daemon claimed a saga"
-            time.sleep(0.02)
+        wait_for(
+            lambda: any(r.owner for r in log.list_sagas_sync(SagaFilter(), limit=1000).items),
+            what="no daemon claimed a saga",
+        )
 
 
 def test_audit_command_reports_and_exits(stack: Stack) -> None:

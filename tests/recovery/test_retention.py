@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -16,7 +15,7 @@ from tests.ops.helpers import assert_error_line, run_saga
 from tests.recovery.test_daemon import mixed, settled
 from tests.support.procs import free_port
 from tests.support.prom import scrape
-from tests.support.stack import Stack
+from tests.support.stack import Stack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +29,6 @@ def pruned(stack: Stack) -> set[str]:
         return {
             r.id for r in page.items if r.status.finished and len(log.transitions_sync(r.id)) == 1
         }
-
-
-def wait_for(check: Callable[[], bool], within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_the_daemon_prunes_what_finished_and_nothing_else(stack: Stack) -> None:

@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -230,6 +230,14 @@ class Stack:
         if wait_s:
             wait_until_settled(self.log_path, wait_s)
         return audit(read_snapshot(self.log_path, self.addresses))
+
+
+def wait_for(check: Callable[[], bool], within_s: float = 30.0, what: str = "timed out") -> None:
+    """Poll `check` until it is true; fail with `what` after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
 
 
 def wait_terminal(client: httpx.Client, order_id: str, within_s: float = 30.0) -> dict[str, Any]:
