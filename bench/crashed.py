@@ -45,9 +45,9 @@ from engine.definition import Done, SagaDefinition, StepContext
 from engine.log import NewSaga, SagaLog
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
-from gateway.order_saga import order_saga
-from gateway.orders import ORDER_SAGA, Item, OrderRequest
-from gateway.participants import Participants, ServiceAddresses
+from orders.model import ORDER_SAGA, Item, OrderRequest
+from orders.participants import Participants, ServiceAddresses
+from orders.saga import order_saga
 
 __all__ = ["Cut", "Spread", "build_crashed", "build_fresh"]
 

@@ -9,7 +9,7 @@ One repetition, on one fresh stack:
    answers) at `factor` times that rate, for `overload_s`; the gateway's RSS
    (/proc/PID/status) and the queue's depth (sagas waiting in the log) are sampled;
 3. then the gateway is SIGKILLed, as it stands, queue full, and one `saga recovery`
-   finishes what it left: every 201 must be in the log and end, and `recovery.audit`
+   finishes what it left: every 201 must be in the log and end, and `orders.audit`
    judges every invariant of the contract.
 
 It also reads from the log how the queue behaved: how many accepted sagas waited in the
@@ -36,9 +36,9 @@ from bench.report import fmt_ms, fmt_num, machine, markdown_table, percentile, w
 from bench.stack import BenchStack, Proc
 from engine.core import ACTIVE_STATUSES
 from engine.sqlite import DbConfig, open_connection
-from gateway.participants import ServiceAddresses
-from recovery.audit import audit
-from recovery.audit_io import read_snapshot
+from orders.audit import audit
+from orders.audit_io import read_snapshot
+from orders.participants import ServiceAddresses
 
 __all__ = ["OverloadReport", "OverloadSettings", "Run", "run"]
 

@@ -7,7 +7,7 @@ One repetition, each half on a fresh stack (the three services, a fresh saga log
 - recovery: build the crashed backlog; start `saga recovery`; wait until no saga is
   RUNNING or COMPENSATING; the rate is sagas ÷ (last terminal write - first claim),
   read from the log; "until all terminal" counts from the daemon's spawn (start-up
-  included); then `recovery.audit` judges every invariant of the contract;
+  included); then `orders.audit` judges every invariant of the contract;
 - fresh: the same count of never-started sagas, the same daemon, the same timing.
 The ratio recovery ÷ fresh is taken within each repetition; cells are medians.
 """
@@ -28,9 +28,9 @@ from bench.report import fmt_num, fmt_ratio, machine, markdown_table, median, wr
 from bench.stack import BenchStack
 from engine.core import ACTIVE_STATUSES
 from engine.sqlite import DbConfig, open_connection
-from gateway.participants import ServiceAddresses
-from recovery.audit import audit
-from recovery.audit_io import read_snapshot
+from orders.audit import audit
+from orders.audit_io import read_snapshot
+from orders.participants import ServiceAddresses
 
 __all__ = ["HEADER", "Kind", "RecoveryReport", "RecoverySettings", "Run", "run"]
 

@@ -43,10 +43,10 @@ from gateway.context import Gateway
 from gateway.errors import install_error_handlers
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import BodyLimit, HeaderGuard, RequestMetrics
-from gateway.order_saga import OrderSagaPolicy, order_saga
-from gateway.participants import Participants
 from gateway.schemas import ErrorOut, OrderIn
 from gateway.settings import GatewaySettings, LogBackend
+from orders.participants import Participants
+from orders.saga import OrderSagaPolicy, order_saga
 
 __all__ = ["create_app"]
 

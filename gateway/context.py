@@ -14,8 +14,8 @@ from engine.log import SagaLog
 from engine.runner import Clock, Runner
 from gateway.admission import Admission
 from gateway.metrics import GatewayMetrics
-from gateway.participants import Participants
 from gateway.settings import GatewaySettings
+from orders.participants import Participants
 
 __all__ = ["Gateway", "gateway"]
 

@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from gateway.errors import ApiError
-from gateway.orders import Item, OrderRequest
+from orders.model import Item, OrderRequest
 
 __all__ = [
     "MAX_CENTS",

@@ -17,8 +17,8 @@ from engine.tracing import current_trace_id
 from gateway.context import Gateway, gateway
 from gateway.errors import ApiError, public_code
 from gateway.order_input import idempotency_key, is_json_media_type, parse_order
-from gateway.orders import ORDER_SAGA, Order, OrderRequest, OrderStatus, statuses_for
 from gateway.schemas import OrderOut, OrderPage, errors, order_out
+from orders.model import ORDER_SAGA, Order, OrderRequest, OrderStatus, statuses_for
 
 __all__ = ["router"]
 

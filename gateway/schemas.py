@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.core import Phase, SagaStatus, Transition
 from engine.log import SagaRecord, pruned_before
-from gateway.orders import Order, OrderStatus
+from orders.model import Order, OrderStatus
 
 __all__ = [
     "ERROR_RESPONSES",

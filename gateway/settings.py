@@ -55,8 +55,8 @@ from engine.config import (
     env_synchronous,
 )
 from engine.sqlite import DbConfig
-from gateway.order_saga import OrderSagaPolicy
-from gateway.participants import ServiceAddresses
+from orders.participants import ServiceAddresses
+from orders.saga import OrderSagaPolicy
 
 __all__ = ["GatewaySettings", "LogBackend"]
 

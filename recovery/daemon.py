@@ -25,8 +25,8 @@ from engine.runner import Runner, RunnerSettings, SystemClock, new_owner_id
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from engine.tracing import TracingHooks
-from gateway.order_saga import order_saga
-from gateway.participants import Participants
+from orders.participants import Participants
+from orders.saga import order_saga
 from recovery.retention import Retention
 from recovery.settings import RecoverySettings
 

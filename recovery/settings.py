@@ -18,8 +18,8 @@ from engine.config import (
 )
 from engine.crashpoints import CrashPoints
 from engine.sqlite import Synchronous
-from gateway.order_saga import OrderSagaPolicy
-from gateway.participants import ServiceAddresses
+from orders.participants import ServiceAddresses
+from orders.saga import OrderSagaPolicy
 
 __all__ = ["RecoverySettings"]
 

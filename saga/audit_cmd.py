@@ -8,9 +8,9 @@ from collections.abc import Mapping
 import click
 
 from engine.config import data_dir, env_path
-from gateway.participants import ServiceAddresses
-from recovery.audit import audit
-from recovery.audit_io import read_snapshot, wait_until_settled
+from orders.audit import audit
+from orders.audit_io import read_snapshot, wait_until_settled
+from orders.participants import ServiceAddresses
 
 
 def run_audit(env: Mapping[str, str], *, wait_s: float, as_json: bool) -> int:

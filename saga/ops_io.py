@@ -25,7 +25,7 @@ from engine.log import SagaFilter, SagaRecord
 from engine.operations import cancel_saga, retry_saga
 from engine.sqlite import DbConfig, open_connection
 from engine.sqlite_log import SqliteSagaLog
-from gateway.order_saga import ORDER_SAGA, OrderSagaPolicy, order_saga_shape
+from orders.saga import ORDER_SAGA, OrderSagaPolicy, order_saga_shape
 from saga.ops_view import Outcome, OutcomeKind, Verb
 
 __all__ = [

@@ -19,9 +19,9 @@ from engine.log import SagaLog
 from engine.sqlite import DbConfig, Synchronous
 from engine.sqlite_log import SqliteSagaLog
 from gateway.app import create_app
-from gateway.order_saga import OrderSagaPolicy
-from gateway.participants import Participants, ServiceAddresses
 from gateway.settings import GatewaySettings
+from orders.participants import Participants, ServiceAddresses
+from orders.saga import OrderSagaPolicy
 from tests.services.helpers import serving, settings_for
 
 # Quick retries, so that a test about failures does not wait a minute of backoff.

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.core import SagaStatus
-from gateway.participants import ServiceAddresses
+from orders.participants import ServiceAddresses
 from services.common.faults import FaultKind, FaultPlan, FaultRule
 from tests.gateway.conftest import (
     FAST,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import ApiError
 from gateway.order_input import MAX_QUANTITY, parse_order
-from gateway.orders import OrderRequest
+from orders.model import OrderRequest
 from tests.gateway.conftest import TOKEN, Api
 
 # 150 examples, the same on every run unless FUZZ_SEARCH=1 (tests/conftest.py).

@@ -15,9 +15,9 @@ import pytest
 
 from engine.log import CreateResult, NewSaga, SagaFilter, SagaRecord
 from engine.memory_log import MemorySagaLog
-from gateway.order_saga import OrderSagaPolicy
-from gateway.orders import ORDER_SAGA
-from gateway.participants import ServiceAddresses
+from orders.model import ORDER_SAGA
+from orders.participants import ServiceAddresses
+from orders.saga import OrderSagaPolicy
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.order.v1 import order_pb2 as ordr
 from proto.payment.v1 import payment_pb2 as pay

@@ -20,7 +20,7 @@ from engine.log import CreateResult, NewSaga, SagaFilter
 from engine.memory_log import MemorySagaLog
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
-from gateway.participants import ServiceAddresses
+from orders.participants import ServiceAddresses
 from tests.gateway.conftest import FAST, ORDER_50, Api, gateway_settings, running
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.log import NewSaga
-from gateway.orders import ORDER_SAGA, Item, OrderRequest
+from orders.model import ORDER_SAGA, Item, OrderRequest
 from tests.gateway.procs import Stack, stack, wait_terminal
 from tests.support.procs import ServiceProcess
 from tests.support.prom import Scrape, scrape

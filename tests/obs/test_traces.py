@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from engine.telemetry import service_name
-from gateway.participants import Participants, ServiceAddresses
+from orders.participants import Participants, ServiceAddresses
 from services.common.server import start
 from services.main import spec_for
 from tests.gateway.conftest import FAST, ORDER_50, ORDER_600, Api, gateway_settings, running

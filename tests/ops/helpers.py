@@ -16,11 +16,11 @@ from engine.log import NewSaga, SagaRecord
 from engine.runner import Runner, RunnerSettings
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
-from gateway.order_saga import OrderSagaPolicy, order_saga
-from gateway.orders import ORDER_SAGA
-from gateway.participants import Participants
-from recovery.audit import Snapshot
-from recovery.audit_io import read_snapshot
+from orders.audit import Snapshot
+from orders.audit_io import read_snapshot
+from orders.model import ORDER_SAGA
+from orders.participants import Participants
+from orders.saga import OrderSagaPolicy, order_saga
 from tests.support.stack import Stack, order
 
 __all__ = [

@@ -11,8 +11,8 @@ import pytest
 from engine.core import Phase, SagaStatus, Transition
 from engine.definition import StepContext
 from engine.log import SagaRecord
-from gateway.order_saga import NoParticipants, order_saga_shape
-from gateway.orders import ORDER_SAGA
+from orders.model import ORDER_SAGA
+from orders.saga import NoParticipants, order_saga_shape
 from saga.ops_text import ls_table, show_text, summary_text, table
 from saga.ops_view import (
     NextAction,

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from engine.core import SagaStatus
-from recovery.audit import (
+from orders.audit import (
     OrderRow,
     PaymentRow,
     ReservationRow,

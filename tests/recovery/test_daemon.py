@@ -14,7 +14,7 @@ import pytest
 
 from engine.crashpoints import STEP_POINTS
 from engine.log import SagaFilter
-from gateway.orders import OrderRequest
+from orders.model import OrderRequest
 from tests.support.stack import ORDERS, Stack, wait_for
 
 

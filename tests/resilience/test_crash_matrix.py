@@ -20,7 +20,7 @@ import pytest
 
 from engine.core import Phase
 from engine.crashpoints import CRASH_POINTS, STEP_POINTS
-from gateway.order_saga import order_saga_shape
+from orders.saga import order_saga_shape
 from tests.support.procs import SagaProcess
 from tests.support.stack import PLENTY, Stack
 

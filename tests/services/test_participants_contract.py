@@ -1,4 +1,4 @@
-"""The gateway's participant clients (gateway/participants.py) against the real services:
+"""The gateway's participant clients (orders/participants.py) against the real services:
 the two sides of the gRPC contract agree on names, epochs and error translation."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StaleEpoch
-from gateway.participants import CallRefused, Participants, ServiceAddresses
+from orders.participants import CallRefused, Participants, ServiceAddresses
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.order.v1 import order_pb2 as ordr
 from proto.payment.v1 import payment_pb2 as pay

@@ -34,13 +34,13 @@ from bench.stack import http_ok
 from engine.log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
-from gateway.orders import ORDER_SAGA, Item, OrderRequest
-from gateway.participants import ServiceAddresses
+from orders.audit import AuditReport, audit
+from orders.audit_io import read_snapshot, wait_until_settled
+from orders.model import ORDER_SAGA, Item, OrderRequest
+from orders.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2_grpc
 from proto.order.v1 import order_pb2_grpc
 from proto.payment.v1 import payment_pb2_grpc
-from recovery.audit import AuditReport, audit
-from recovery.audit_io import read_snapshot, wait_until_settled
 from tests.support.procs import (
     SERVICE_ADDR_VARS,
     SagaProcess,

@@ -2,7 +2,7 @@
 
 `audit(snapshot)` is pure: it takes what was read (every order saga from the log, every
 order, reservation and payment from the services' audit queries, the stock) and returns
-each violation with the order id and what differs. `recovery/audit_io.py` reads the
+each violation with the order id and what differs. `orders/audit_io.py` reads the
 snapshot; `saga audit` prints the result and exits non-zero on any violation.
 
 For every order that ever got a 201 (every order saga in the log):

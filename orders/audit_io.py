@@ -17,12 +17,12 @@ from engine.errors import EngineError
 from engine.log import SagaFilter, SagaRecord
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
-from gateway.orders import ORDER_SAGA, OrderRequest
-from gateway.participants import ServiceAddresses
+from orders.audit import OrderRow, PaymentRow, ReservationRow, SagaRow, Snapshot
+from orders.model import ORDER_SAGA, OrderRequest
+from orders.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.order.v1 import order_pb2, order_pb2_grpc
 from proto.payment.v1 import payment_pb2, payment_pb2_grpc
-from recovery.audit import OrderRow, PaymentRow, ReservationRow, SagaRow, Snapshot
 
 __all__ = ["AuditUnavailable", "read_snapshot", "wait_until_settled"]
 

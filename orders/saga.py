@@ -27,8 +27,8 @@ from engine.definition import (
     StepKind,
     StepResult,
 )
-from gateway.orders import ORDER_SAGA, OrderRequest
-from gateway.participants import CallRefused, Participants
+from orders.model import ORDER_SAGA, OrderRequest
+from orders.participants import CallRefused, Participants
 from proto.inventory.v1 import inventory_pb2
 from proto.order.v1 import order_pb2
 
