@@ -19,34 +19,30 @@ continues. Probes (/healthz, /readyz, /metrics) make no spans.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
 
 from engine.crashpoints import CrashPoints
 from engine.idempotency import IdempotencyCache, NullCache
 from engine.log import SagaLog
-from engine.memory_log import MemorySagaLog
 from engine.redis_cache import RedisCache
-from engine.runner import Clock, Runner, RunnerSettings, SystemClock, new_owner_id
-from engine.sqlite_log import SqliteSagaLog
-from engine.tracing import TracingHooks
+from engine.runner import Clock, SystemClock
 from gateway import routes_ops, routes_orders, routes_sagas
 from gateway.context import Gateway
 from gateway.errors import install_error_handlers
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import BodyLimit, HeaderGuard, RequestMetrics
 from gateway.schemas import ErrorOut, OrderIn
-from gateway.settings import GatewaySettings, LogBackend
+from gateway.settings import GatewaySettings
 from orders.participants import Participants
-from orders.saga import OrderSagaPolicy, order_saga
+from orders.runtime import order_runtime
+from orders.saga import OrderSagaPolicy
 
 __all__ = ["create_app"]
 
@@ -80,19 +76,21 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            saga_log = log
-            if saga_log is None and settings.log_backend is LogBackend.MEMORY:
-                saga_log = MemorySagaLog()  # benchmarks only: settings demand SAGA_ENV=test
-            if saga_log is None:
-                opened = await asyncio.to_thread(
-                    SqliteSagaLog.open, settings.log_db, on_batch=metrics.saga.on_batch
+            runtime = await stack.enter_async_context(
+                order_runtime(
+                    settings.drive,
+                    role="gateway",
+                    capacity=settings.runner_capacity,
+                    metrics=metrics.saga,
+                    log=log,
+                    participants=participants,
+                    policy=policy,
+                    owner=owner,
+                    clock=app_clock,
+                    crash=crash,
+                    tracer_provider=tracer_provider,
                 )
-                stack.push_async_callback(opened.close)
-                saga_log = opened
-            parts = participants
-            if parts is None:
-                parts = Participants(settings.services, tracer_provider=tracer_provider)
-                stack.push_async_callback(parts.close)
+            )
             idem = cache
             if idem is None:
                 idem = (
@@ -105,33 +103,14 @@ def create_app(
                     else NullCache()
                 )
                 stack.push_async_callback(idem.close)
-            definition = order_saga(parts, policy or settings.saga_policy)
-            metrics.saga.declare(definition.name)
-            runner = Runner(
-                saga_log,
-                [definition],
-                RunnerSettings(
-                    owner=owner or new_owner_id("gateway"),
-                    lease_s=settings.lease_s,
-                    capacity=settings.runner_capacity,
-                    drain_s=settings.drain_s,
-                    claim=True,
-                ),
-                clock=app_clock,
-                # spans per attempt, as the daemon
-                hooks=TracingHooks(metrics.saga, _tracer(tracer_provider)),
-                crash=crash,
-            )
-            await runner.start()
-            stack.push_async_callback(runner.stop)
             app.state.gateway = Gateway(
                 settings=settings,
-                log=saga_log,
-                runner=runner,
+                log=runtime.log,
+                runner=runtime.runner,
                 cache=idem,
-                participants=parts,
+                participants=runtime.participants,
                 metrics=metrics,
-                definitions={definition.name: definition},
+                definitions={runtime.definition.name: runtime.definition},
                 clock=app_clock,
             )
             try:
@@ -171,10 +150,6 @@ def create_app(
 
 # Probes are scraped every few seconds and belong to no order's story.
 _UNTRACED = "/healthz,/readyz,/metrics"
-
-
-def _tracer(provider: TracerProvider | None) -> trace.Tracer:
-    return (provider or trace.get_tracer_provider()).get_tracer("saga.engine")
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

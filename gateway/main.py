@@ -34,7 +34,7 @@ from engine.errors import EngineError
 from engine.logs import configure_logging
 from engine.telemetry import setup_tracing
 from gateway.app import create_app
-from gateway.settings import GatewaySettings, LogBackend
+from gateway.settings import GatewaySettings
 
 __all__ = ["ListenError", "bind", "run_gateway"]
 
@@ -79,7 +79,7 @@ def run_gateway(env: Mapping[str, str]) -> None:
     tracing = setup_tracing("gateway", env)
     if crash.armed:
         log.warning("!!! crash point armed (SAGA_ENV=test): %s !!!", crash)
-    if settings.log_backend is LogBackend.MEMORY:
+    if not settings.drive.log.durable:
         log.warning("!!! SAGA_LOG_BACKEND=memory (SAGA_ENV=test): NOTHING IS DURABLE !!!")
     try:
         sock = bind(settings.http_addr)
@@ -112,22 +112,22 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
                 access_log=False,
                 server_header=False,
                 # Requests are short; the sagas they start are the runner's to drain.
-                timeout_graceful_shutdown=max(1, min(5, round(settings.drain_s))),
+                timeout_graceful_shutdown=max(1, min(5, round(settings.drive.drain_s))),
             )
             server = uvicorn.Server(config)
             server.should_exit = stop.is_set()  # a signal during start-up
             host, port = sock.getsockname()[:2]
             where = (
                 "in memory, test only: nothing is durable"
-                if settings.log_backend is LogBackend.MEMORY
-                else str(settings.log_path)
+                if not settings.drive.log.durable
+                else str(settings.drive.log.path)
             )
             print(
                 f"gateway serving on http://{format_addr((host, port))} (saga log {where})",
                 flush=True,
             )
             await server.serve(sockets=[sock])
-            log.info("stopping: draining sagas in flight (up to %.1fs)", settings.drain_s)
+            log.info("stopping: draining sagas in flight (up to %.1fs)", settings.drive.drain_s)
     finally:
         for signum, handler in previous.items():
             with contextlib.suppress(ValueError, TypeError):

@@ -39,7 +39,7 @@ async def readyz(gw: GW) -> ReadyOut | JSONResponse:
         # when the file is locked past the busy timeout, read-only or gone.
         now = gw.clock.now_ms()
         await gw.log.renew(
-            gw.runner.settings.owner, lease_expires_ms=now + int(gw.settings.lease_s * 1000)
+            gw.runner.settings.owner, lease_expires_ms=now + int(gw.settings.drive.lease_s * 1000)
         )
         checks["saga_log"] = "ok"
     except EngineError as exc:

@@ -1,7 +1,7 @@
 """The gateway's settings: one frozen object built from the environment at the entry point
 (`GatewaySettings.from_env`), then passed down. Nothing else reads os.environ.
 
-The contract's variables (CONTRACT.md) and the gateway's own, each with a sane default:
+The contract's variables (docs/reference.md) and the gateway's own, each with a sane default:
 
 | variable | meaning | default |
 |---|---|---|
@@ -27,7 +27,9 @@ The contract's variables (CONTRACT.md) and the gateway's own, each with a sane d
 | `SAGA_STEP_TIMEOUT_S` | timeout of one call to a participant | 5 |
 | `SAGA_MAX_STALLED_CLAIMS` | claims without progress before a saga is parked | 16 |
 
-The last five shape the order saga; the recovery daemon reads the same ones.
+The saga log's, the lease, the drain, the services' addresses and the last five (which
+shape the order saga) are read by `orders.runtime.DriveSettings`, as the recovery daemon
+reads them.
 
 `SAGA_LOG_BACKEND=memory` keeps the saga log in the gateway's memory: nothing is durable,
 every acknowledged order is lost when the process ends. It exists so that a benchmark can
@@ -39,98 +41,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from pathlib import Path
 
 from redis.connection import parse_url
 
-from engine.config import (
-    Address,
-    SettingsError,
-    data_dir,
-    env_addr,
-    env_float,
-    env_int,
-    env_path,
-    env_synchronous,
-)
-from engine.sqlite import DbConfig
-from orders.participants import ServiceAddresses
-from orders.saga import OrderSagaPolicy
+from engine.config import Address, SettingsError, env_addr, env_float, env_int
+from orders.runtime import DriveSettings
 
-__all__ = ["GatewaySettings", "LogBackend"]
-
-
-class LogBackend(StrEnum):
-    SQLITE = "sqlite"  # the durable log: the only one a deployed gateway runs
-    MEMORY = "memory"  # engine.memory_log: tests and benchmarks only (SAGA_ENV=test)
-
-
-def _log_backend(env: Mapping[str, str]) -> LogBackend:
-    raw = (env.get("SAGA_LOG_BACKEND") or "sqlite").strip().lower()
-    try:
-        backend = LogBackend(raw)
-    except ValueError:
-        raise SettingsError(f"SAGA_LOG_BACKEND={raw!r}: expected sqlite or memory") from None
-    if backend is LogBackend.MEMORY and env.get("SAGA_ENV") != "test":
-        raise SettingsError(
-            "SAGA_LOG_BACKEND=memory is set but SAGA_ENV is not 'test': an in-memory saga "
-            "log loses every acknowledged order when the process ends; it is for tests and "
-            "benchmarks only; unset SAGA_LOG_BACKEND"
-        )
-    return backend
+__all__ = ["GatewaySettings"]
 
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     http_addr: Address = ("127.0.0.1", 8080)
-    log_db: DbConfig = field(default_factory=lambda: DbConfig(Path("var") / "saga.db"))
+    drive: DriveSettings = field(default_factory=DriveSettings)
     redis_url: str | None = None
     redis_timeout_s: float = 0.1
-    lease_s: float = 10.0
-    services: ServiceAddresses = field(
-        default_factory=lambda: ServiceAddresses(
-            ("127.0.0.1", 9090), ("127.0.0.1", 9091), ("127.0.0.1", 9092)
-        )
-    )
     # Never printed: repr=False keeps it out of logs and tracebacks.
     admin_token: str | None = field(default=None, repr=False)
     runner_capacity: int = 256
     max_queue: int = 10_000
-    drain_s: float = 10.0
     max_body_bytes: int = 64 * 1024
     ready_timeout_s: float = 0.5
-    saga_policy: OrderSagaPolicy = field(default_factory=OrderSagaPolicy)
-    log_backend: LogBackend = LogBackend.SQLITE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
-        log_path = env_path(env, "SAGA_LOG_DB_PATH", data_dir(env) / "saga.db")
-        lease_s = env_float(env, "SAGA_LEASE_S", 10.0, minimum=0.1)
         return cls(
             http_addr=env_addr(env, "HTTP_ADDR", "127.0.0.1:8080"),
-            log_db=DbConfig(
-                log_path,
-                env_synchronous(env),
-                env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
-            ),
+            drive=DriveSettings.from_env(env),
             redis_url=_redis_url(env),
             redis_timeout_s=env_int(env, "SAGA_REDIS_TIMEOUT_MS", 100, minimum=1) / 1000,
-            lease_s=lease_s,
-            services=ServiceAddresses.from_env(env),
             admin_token=env.get("SAGA_ADMIN_TOKEN") or None,
             runner_capacity=env_int(env, "SAGA_RUNNER_CAPACITY", 256, minimum=1),
             max_queue=env_int(env, "SAGA_MAX_QUEUE", 10_000, minimum=0),
-            drain_s=env_float(env, "SAGA_DRAIN_S", 10.0),
             max_body_bytes=env_int(env, "SAGA_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             ready_timeout_s=env_float(env, "SAGA_READY_TIMEOUT_S", 0.5, minimum=0.01),
-            saga_policy=OrderSagaPolicy.from_env(env),
-            log_backend=_log_backend(env),
         )
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_db.path
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:

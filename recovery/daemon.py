@@ -14,19 +14,14 @@ import asyncio
 import contextlib
 import logging
 
-from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry, start_http_server
 
 from engine.config import format_addr
 from engine.errors import EngineError
 from engine.metrics import SagaMetrics
-from engine.runner import Runner, RunnerSettings, SystemClock, new_owner_id
-from engine.sqlite import DbConfig
-from engine.sqlite_log import SqliteSagaLog
-from engine.tracing import TracingHooks
-from orders.participants import Participants
-from orders.saga import order_saga
+from engine.runner import SystemClock
+from orders.runtime import order_runtime
 from recovery.retention import Retention
 from recovery.settings import RecoverySettings
 
@@ -53,59 +48,46 @@ async def serve(
         raise EngineError(
             f"cannot serve metrics on {format_addr(settings.metrics_addr)}: {exc.strerror}"
         ) from exc
-    saga_log = SqliteSagaLog.open(
-        DbConfig(settings.log_path, synchronous=settings.synchronous), on_batch=metrics.on_batch
-    )
-    participants = Participants(settings.services, tracer_provider=tracer_provider)
-    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("saga.engine")
     clock = SystemClock()
-    definition = order_saga(participants, settings.saga_policy)
-    metrics.declare(definition.name)
-    runner = Runner(
-        saga_log,
-        [definition],
-        RunnerSettings(
-            owner=new_owner_id("recovery"),
-            lease_s=settings.lease_s,
-            capacity=settings.concurrency,
-            poll_s=settings.interval_s,
-            drain_s=settings.drain_s,
-        ),
-        clock=clock,
-        hooks=TracingHooks(metrics, tracer),
-        crash=settings.crash,
-    )
-    log.info(
-        "recovery daemon scanning %s every %.1fs (metrics on %s)",
-        settings.log_path,
-        settings.interval_s,
-        format_addr(settings.metrics_addr),
-    )
     pruner: asyncio.Task[None] | None = None
     try:
-        await runner.start()
-        if settings.history_retention_ms is not None:
-            retention = Retention(
-                saga_log,
-                clock,
-                retention_ms=settings.history_retention_ms,
-                every_s=settings.prune_interval_s,
-                on_pruned=metrics.sagas_pruned,
+        async with order_runtime(
+            settings.drive,
+            role="recovery",
+            capacity=settings.concurrency,
+            poll_s=settings.interval_s,
+            metrics=metrics,
+            clock=clock,
+            crash=settings.crash,
+            tracer_provider=tracer_provider,
+        ) as runtime:
+            log.info(
+                "recovery daemon scanning %s every %.1fs (metrics on %s)",
+                settings.drive.log.path,
+                settings.interval_s,
+                format_addr(settings.metrics_addr),
             )
-            pruner = asyncio.create_task(retention.run(stop), name="history-retention")
-        while not stop.is_set():
-            with contextlib.suppress(EngineError):
-                await metrics.sample(saga_log, clock.now_ms())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(settings.interval_s, 5.0))
+            if settings.history_retention_ms is not None:
+                retention = Retention(
+                    runtime.log,
+                    clock,
+                    retention_ms=settings.history_retention_ms,
+                    every_s=settings.prune_interval_s,
+                    on_pruned=metrics.sagas_pruned,
+                )
+                pruner = asyncio.create_task(retention.run(stop), name="history-retention")
+            try:
+                while not stop.is_set():
+                    with contextlib.suppress(EngineError):
+                        await metrics.sample(runtime.log, clock.now_ms())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), min(settings.interval_s, 5.0))
+            finally:
+                if pruner is not None:
+                    pruner.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pruner
     finally:
-        if pruner is not None:
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
-        await runner.stop()
-        await participants.close()
-        await saga_log.close()
         server.shutdown()
         thread.join(timeout=2)
         log.info("recovery daemon stopped")

@@ -7,14 +7,14 @@ from collections.abc import Mapping
 
 import click
 
-from engine.config import data_dir, env_path
+from engine.log_settings import SagaLogSettings
 from orders.audit import audit
 from orders.audit_io import read_snapshot, wait_until_settled
 from orders.participants import ServiceAddresses
 
 
 def run_audit(env: Mapping[str, str], *, wait_s: float, as_json: bool) -> int:
-    log_path = env_path(env, "SAGA_LOG_DB_PATH", data_dir(env) / "saga.db")
+    log_path = SagaLogSettings.from_env(env).path
     if not log_path.exists():
         click.echo(f"saga: error: no saga log at {log_path} (set SAGA_DATA_DIR)", err=True)
         return 2

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from engine.config import data_dir, env_int, env_path
 from engine.core import ACTIVE_STATUSES
 from engine.definition import SagaDefinition
 from engine.errors import EngineError
 from engine.log import SagaFilter, SagaRecord
+from engine.log_settings import SagaLogSettings
 from engine.operations import cancel_saga, retry_saga
 from engine.sqlite import DbConfig, open_connection
 from engine.sqlite_log import SqliteSagaLog
@@ -51,8 +51,7 @@ class NoSagaLog(EngineError):
 
 @dataclass(frozen=True, slots=True)
 class OpsSettings:
-    log_path: Path
-    busy_timeout_ms: int
+    log: SagaLogSettings
     actor: str  # recorded in the log with each change ("resumed by …")
     # The budgets the gateway and the daemon run with (same variables), so that `show`
     # tells what they would do next, not what a default policy would.
@@ -69,16 +68,10 @@ class OpsSettings:
     ) -> OpsSettings:
         """The same file every process uses: SAGA_LOG_DB_PATH, else $SAGA_DATA_DIR/saga.db.
         A flag beats the environment: --log-db names the file, --data-dir its folder."""
-        if log_db_flag is not None:
-            path = log_db_flag
-        elif data_dir_flag is not None:
-            path = data_dir_flag / "saga.db"
-        else:
-            path = env_path(env, "SAGA_LOG_DB_PATH", data_dir(env) / "saga.db")
+        path = log_db_flag or (data_dir_flag / "saga.db" if data_dir_flag else None)
         user = env.get("USER") or env.get("LOGNAME") or "operator"
         return cls(
-            log_path=path.expanduser(),
-            busy_timeout_ms=env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
+            log=SagaLogSettings.from_env(env, path=path.expanduser() if path else None),
             actor=f"saga-cli:{user}@{host}" if host else f"saga-cli:{user}",
             saga_policy=OrderSagaPolicy.from_env(env),
         )
@@ -109,7 +102,7 @@ def _check_is_saga_log(cfg: DbConfig) -> None:
 def open_log(settings: OpsSettings, *, readonly: bool = False) -> Iterator[SqliteSagaLog]:
     """The saga log; `readonly` for commands that only look, so that they never wait for
     (or hold up) the write lock of a live system."""
-    cfg = DbConfig(settings.log_path, busy_timeout_ms=settings.busy_timeout_ms)
+    cfg = settings.log.db
     _check_is_saga_log(cfg)
     log = SqliteSagaLog.open_readonly(cfg) if readonly else SqliteSagaLog.open(cfg)
     try:

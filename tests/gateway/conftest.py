@@ -16,11 +16,13 @@ import pytest
 from fastapi import FastAPI
 
 from engine.log import SagaLog
+from engine.log_settings import SagaLogSettings
 from engine.sqlite import DbConfig, Synchronous
 from engine.sqlite_log import SqliteSagaLog
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from orders.participants import Participants, ServiceAddresses
+from orders.runtime import DriveSettings
 from orders.saga import OrderSagaPolicy
 from tests.services.helpers import serving, settings_for
 
@@ -106,8 +108,8 @@ async def running(
     settings: GatewaySettings, *, log: SagaLog | None = None, **kw: Any
 ) -> AsyncIterator[Api]:
     """create_app with its lifespan entered, as `saga gateway` does, and a client on it."""
-    saga_log = log or SqliteSagaLog.open(settings.log_db)
-    participants = kw.pop("participants", None) or Participants(settings.services)
+    saga_log = log or SqliteSagaLog.open(settings.drive.log.db)
+    participants = kw.pop("participants", None) or Participants(settings.drive.services)
     app = create_app(settings, log=saga_log, participants=participants, **kw)
     try:
         async with app.router.lifespan_context(app):
@@ -122,11 +124,13 @@ async def running(
 
 def gateway_settings(tmp_path: Path, addresses: ServiceAddresses, **kw: Any) -> GatewaySettings:
     base = GatewaySettings(
-        log_db=DbConfig(tmp_path / "saga.db", Synchronous.NORMAL),
-        services=addresses,
+        drive=DriveSettings(
+            log=SagaLogSettings(DbConfig(tmp_path / "saga.db", Synchronous.NORMAL)),
+            services=addresses,
+            drain_s=2.0,
+            lease_s=5.0,
+        ),
         admin_token=TOKEN,
-        drain_s=2.0,
-        lease_s=5.0,
         ready_timeout_s=5.0,  # a loaded test machine is no reason for /readyz to say 503
     )
     return replace(base, **kw)

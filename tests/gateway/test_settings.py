@@ -9,20 +9,21 @@ import pytest
 
 from engine.config import SettingsError
 from engine.crashpoints import CrashPoints
+from engine.log_settings import LogBackend
 from engine.sqlite import Synchronous
-from gateway.settings import GatewaySettings, LogBackend
+from gateway.settings import GatewaySettings
 
 
 def test_defaults() -> None:
     s = GatewaySettings.from_env({})
     assert s.http_addr == ("127.0.0.1", 8080)
-    assert s.log_path == Path("var") / "saga.db"
-    assert s.log_db.synchronous is Synchronous.FULL
+    assert s.drive.log.path == Path("var") / "saga.db"
+    assert s.drive.log.db.synchronous is Synchronous.FULL
     assert (s.redis_url, s.admin_token) == (None, None)
-    assert (s.lease_s, s.runner_capacity, s.max_queue) == (10.0, 256, 10_000)
-    assert (s.drain_s, s.max_body_bytes) == (10.0, 64 * 1024)
-    assert s.services.order == ("127.0.0.1", 9090)
-    assert s.services.inventory == ("127.0.0.1", 9092)
+    assert (s.drive.lease_s, s.runner_capacity, s.max_queue) == (10.0, 256, 10_000)
+    assert (s.drive.drain_s, s.max_body_bytes) == (10.0, 64 * 1024)
+    assert s.drive.services.order == ("127.0.0.1", 9090)
+    assert s.drive.services.inventory == ("127.0.0.1", 9092)
 
 
 def test_every_variable_is_read() -> None:
@@ -45,15 +46,16 @@ def test_every_variable_is_read() -> None:
         }
     )
     assert s.http_addr == ("0.0.0.0", 9000)
-    assert s.log_path == Path("/data/saga.db")
+    assert s.drive.log.path == Path("/data/saga.db")
     assert (s.redis_url, s.redis_timeout_s) == ("redis://localhost:6390/0", 2.0)
-    assert s.services.payment == ("10.0.0.2", 7000)
-    assert (s.log_db.synchronous, s.log_db.busy_timeout_ms) == (Synchronous.NORMAL, 250)
-    assert (s.lease_s, s.runner_capacity, s.max_queue, s.drain_s) == (3.0, 8, 0, 1.5)
+    assert s.drive.services.payment == ("10.0.0.2", 7000)
+    assert (s.drive.log.db.synchronous, s.drive.log.db.busy_timeout_ms) == (Synchronous.NORMAL, 250)
+    assert (s.drive.lease_s, s.runner_capacity, s.max_queue) == (3.0, 8, 0)
+    assert s.drive.drain_s == 1.5
     assert (s.max_body_bytes, s.ready_timeout_s, s.admin_token) == (2048, 0.2, "tok")
     assert "tok" not in repr(s)  # the token never reaches a log line
     explicit = GatewaySettings.from_env({"SAGA_DATA_DIR": "/d", "SAGA_LOG_DB_PATH": "/x/log.db"})
-    assert explicit.log_path == Path("/x/log.db")
+    assert explicit.drive.log.path == Path("/x/log.db")
 
 
 @pytest.mark.parametrize(
@@ -97,17 +99,17 @@ def test_the_order_saga_budgets_come_from_the_environment() -> None:
         "SAGA_MAX_STALLED_CLAIMS": "4",
     }
     for policy in (
-        GatewaySettings.from_env(env).saga_policy,
-        RecoverySettings.from_env(env).saga_policy,
+        GatewaySettings.from_env(env).drive.policy,
+        RecoverySettings.from_env(env).drive.policy,
     ):
         assert (policy.max_attempts, policy.park_after) == (3, 7)
         assert (policy.step_timeout_s, policy.max_stalled_claims) == (1.5, 4)
 
 
 def test_the_in_memory_log_is_for_tests_only() -> None:
-    assert GatewaySettings.from_env({}).log_backend is LogBackend.SQLITE
+    assert GatewaySettings.from_env({}).drive.log.backend is LogBackend.SQLITE
     test_mode = {"SAGA_ENV": "test", "SAGA_LOG_BACKEND": "memory"}
-    assert GatewaySettings.from_env(test_mode).log_backend is LogBackend.MEMORY
+    assert GatewaySettings.from_env(test_mode).drive.log.backend is LogBackend.MEMORY
     with pytest.raises(SettingsError) as err:  # production never loses durability silently
         GatewaySettings.from_env({"SAGA_LOG_BACKEND": "memory"})
     assert "SAGA_ENV" in err.value.message

@@ -63,9 +63,10 @@ async def test_a_log_locked_past_its_busy_timeout_is_503(
     tmp_path: Path, stack: ServiceAddresses
 ) -> None:
     settings = gateway_settings(tmp_path, stack)
-    settings = replace(settings, log_db=replace(settings.log_db, busy_timeout_ms=100))
+    log = replace(settings.drive.log, db=replace(settings.drive.log.db, busy_timeout_ms=100))
+    settings = replace(settings, drive=replace(settings.drive, log=log))
     async with running(settings, policy=FAST) as api:
-        other = apsw.Connection(str(settings.log_path))  # another process's lock, in effect
+        other = apsw.Connection(str(settings.drive.log.path))  # another process's lock, in effect
         other.execute("BEGIN EXCLUSIVE")
         try:
             await assert_refused_unwritten(api, key="locked")
@@ -141,8 +142,8 @@ def fill(folder: Path) -> Path:
 
 async def test_a_full_disk_is_503(tmp_path: Path, stack: ServiceAddresses) -> None:
     with tiny_disk(tmp_path / "disk", "1m") as disk:
-        settings = replace(gateway_settings(tmp_path, stack), log_db=DbConfig(disk / "saga.db"))
-        log = SqliteSagaLog.open(settings.log_db)
+        settings = gateway_settings(tmp_path, stack)
+        log = SqliteSagaLog.open(DbConfig(disk / "saga.db"))
         try:
             async with running(settings, log=log, policy=FAST) as api:
                 filler = fill(disk)

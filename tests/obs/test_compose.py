@@ -199,7 +199,7 @@ def test_every_saga_container_gets_settings_its_process_accepts() -> None:
 
 
 def test_the_gateway_and_the_daemon_reach_the_services_by_compose_name() -> None:
-    for settings in (gateway_settings().services, recovery_settings().services):
+    for settings in (gateway_settings().drive.services, recovery_settings().drive.services):
         for name in PARTICIPANTS:
             host, port = getattr(settings, name)
             assert host == name, f"{name} is reached at {host}, not its compose service name"
@@ -224,7 +224,8 @@ def test_every_sqlite_file_is_on_a_named_volume_and_the_log_is_shared() -> None:
         assert ledgers[name] is not None, f"{name}'s ledger is not on a named volume"
     assert len(set(ledgers.values())) == 3, "one volume per ledger"
 
-    gateway_log, recovery_log = gateway_settings().log_path, recovery_settings().log_path
+    gateway_log = gateway_settings().drive.log.path
+    recovery_log = recovery_settings().drive.log.path
     assert gateway_log == recovery_log, "the gateway and the daemon must open the same saga.db"
     log_volume = named_volume_holding(SERVICES["gateway"], gateway_log)
     assert log_volume is not None
