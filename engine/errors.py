@@ -64,3 +64,15 @@ class TransientStepError(EngineError):
 
     code = "transient"
     retryable = True
+
+
+class Overloaded(EngineError):
+    """The runner has no slot for a new saga and too many already wait in the log for one:
+    nothing was created. Retry shortly."""
+
+    code = "overloaded"
+    retryable = True
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} sagas are waiting to be processed; retry shortly")
+        self.waiting = waiting

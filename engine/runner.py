@@ -9,10 +9,11 @@ does exactly that, recording it first:
   it is and is recovered later.
 - Transient failures are retried by tenacity (exponential backoff with jitter) within the
   step's budget; the budget's end is the core's business (compensate, or park).
-- A runner owns a saga by its lease; one statement renews every lease it holds. When the
-  log or a participant says its epoch is stale, it drops that saga at once.
-- A pump claims sagas nobody drives (queued by a busy gateway, or left by a dead owner)
-  whenever the runner has spare capacity, oldest first. Recovery is the same road.
+- A runner owns a saga by its lease (engine/claims.py renews them). When the log or a
+  participant says its epoch is stale, it drops that saga at once.
+- Capacity is decided here: a new saga is driven at once when there is a slot, else it
+  waits in the log (up to `max_queue` waiting, past which it is refused) until the claim
+  pump (engine/claims.py) finds room for it. Recovery is the same road.
 - Stopping: no new steps start; in-flight calls get the drain timeout; whatever is left is
   released so another process can take it over at once.
 """
@@ -40,6 +41,8 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from engine.admission import Admission
+from engine.claims import ClaimPump, LeaseHeartbeat
 from engine.core import (
     Call,
     Compensate,
@@ -58,12 +61,12 @@ from engine.core import (
 )
 from engine.crashpoints import CrashPoints
 from engine.definition import Done, SagaDefinition, Step, StepContext
-from engine.errors import EngineError, StaleEpoch
+from engine.errors import EngineError, Overloaded, StaleEpoch
 from engine.hooks import Hooks, NullHooks
-from engine.log import CreateResult, NewSaga, SagaLog, SagaRecord, Takeover
+from engine.log import NewSaga, SagaLog, SagaRecord, Takeover
 from engine.logs import SAGA_ID
 
-__all__ = ["Clock", "Runner", "RunnerSettings", "SystemClock", "new_owner_id"]
+__all__ = ["Clock", "Runner", "RunnerSettings", "Started", "SystemClock", "new_owner_id"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,17 @@ class RunnerSettings:
     poll_s: float = 1.0  # how often the pump looks for claimable sagas when idle
     drain_s: float = 10.0
     claim: bool = True  # run the pump at all
+    max_queue: int | None = None  # sagas waiting in the log past which a new one is refused
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What `Runner.start_saga` did: the saga (durable), whether it is new (False: the
+    idempotency key named it already), and whether it waits in the log for a slot."""
+
+    record: SagaRecord
+    created: bool
+    queued: bool
 
 
 class _StopWhen(stop_base):
@@ -139,25 +153,34 @@ class Runner:
         self._crash = crash or CrashPoints()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sagas: dict[str, _Saga] = {}
-        self._to_release: set[str] = set()
         # Claims of sagas whose previous drive here has not ended yet (see adopt).
         self._successors: dict[str, Takeover] = {}
         self._stopping = False
-        # Sagas this runner queued in the log may still wait there: new ones queue behind
-        # them instead of overtaking them (the queue is drained oldest first). Cleared
-        # when a claim comes back short with no saga queued meanwhile (`_queued` counts).
-        self._backlog = False
-        self._queued = 0
         self._reserved = 0  # slots promised to creates still writing (see _free)
-        self._wake = asyncio.Event()
+        self._admission = Admission()
+        now_ms = self._clock.now_ms
+        self._leases = LeaseHeartbeat(
+            log, settings.owner, self._lease_ms, now_ms, on_released=self._room_freed
+        )
+        self._pump = ClaimPump(
+            log,
+            settings.owner,
+            self._lease_ms,
+            now_ms,
+            room=lambda: self._free,
+            adopt=self.adopt,
+            hooks=self._hooks,
+            batch=settings.claim_batch,
+            poll_s=settings.poll_s,
+        )
         self._background: list[asyncio.Task[None]] = []
 
     # ---- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._background.append(asyncio.create_task(self._heartbeat(), name="lease-heartbeat"))
+        self._background.append(asyncio.create_task(self._leases.run(), name="lease-heartbeat"))
         if self.settings.claim:
-            self._background.append(asyncio.create_task(self._pump(), name="claim-pump"))
+            self._background.append(asyncio.create_task(self._pump.run(), name="claim-pump"))
 
     async def stop(self) -> None:
         """Stop starting steps, let in-flight calls finish (up to the drain timeout), then
@@ -165,7 +188,7 @@ class Runner:
         if self._stopping:
             return
         self._stopping = True
-        self._wake.set()
+        self._pump.stop()
         for sid, task in list(self._tasks.items()):
             saga = self._sagas.get(sid)
             if saga is None or not saga.in_call:
@@ -188,6 +211,7 @@ class Runner:
         """Stop at once and hand nothing back, as a crash would: leases run out and another
         runner takes over. For tests, and for a process that can no longer trust itself."""
         self._stopping = True
+        self._pump.stop()
         tasks = [*self._tasks.values(), *self._background]
         for task in tasks:
             task.cancel()
@@ -211,7 +235,12 @@ class Runner:
     def takes_new(self) -> bool:
         """A new saga would be driven at once, not queued in the log: there is a free
         slot and no saga this runner queued is known to be waiting for one."""
-        return self.has_capacity and not self._backlog
+        return self.has_capacity and not self._pump.backlog
+
+    async def claim_now(self) -> int:
+        """Claim and start as many claimable sagas as there is room for; returns how many
+        (an operator's change made one claimable: take it now, not at the next poll)."""
+        return await self._pump.claim_now()
 
     async def wait_idle(self) -> None:
         """Wait until no saga is being driven (tests, benchmarks; bound it with a timeout)."""
@@ -220,19 +249,30 @@ class Runner:
 
     # ---- starting sagas ------------------------------------------------------------------
 
-    async def start_saga(self, new: NewSaga) -> CreateResult:
+    async def start_saga(self, new: NewSaga) -> Started:
         """Make a saga durable and drive it here, or queue it in the log when busy.
 
         Returns only after the saga is durable; an existing idempotency key returns that
-        saga instead (and starts nothing). Shielded: a caller cancelled after the create
-        was sent (a client hanging up) must not leave a durable saga nobody drives."""
+        saga instead (and starts nothing). With no slot free and `max_queue` sagas
+        already waiting, raises Overloaded before writing anything. Shielded: a caller
+        cancelled after the create was sent (a client hanging up) must not leave a
+        durable saga nobody drives."""
         return await asyncio.shield(self._start_saga(new))
 
-    async def _start_saga(self, new: NewSaga) -> CreateResult:
+    async def _start_saga(self, new: NewSaga) -> Started:
         if new.definition not in self.definitions:
             raise EngineError(f"unknown saga definition {new.definition!r}")
-        now = self._clock.now_ms()
         owned = self.takes_new
+        bounded = not owned and self.settings.max_queue is not None
+        if bounded:
+            assert self.settings.max_queue is not None
+            waiting = await self._admission.enter(
+                self.settings.max_queue,
+                lambda: self.log.count_claimable(now_ms=self._clock.now_ms()),
+            )
+            if waiting is not None:
+                raise Overloaded(waiting)
+        now = self._clock.now_ms()
         self._reserved += owned
         try:
             result = await self.log.create(
@@ -243,16 +283,17 @@ class Runner:
             )
         finally:
             self._reserved -= owned
+            if bounded:
+                self._admission.leave()
+        queued = not owned or self._stopping
         if result.created:
             self._hooks.saga_started(new.definition)
             self._crash.hit("after_create")
-            if owned and not self._stopping:
-                self._spawn(result.record, ())
+            if queued:
+                self._pump.queued()
             else:
-                self._backlog = True
-                self._queued += 1
-                self._wake.set()
-        return result
+                self._spawn(result.record, ())
+        return Started(result.record, result.created, queued and result.created)
 
     def adopt(self, takeover: Takeover) -> bool:
         """Drive a saga this runner has just claimed (the pump's and the daemon's road)."""
@@ -284,11 +325,14 @@ class Runner:
         self._sagas.pop(saga_id, None)
         successor = self._successors.pop(saga_id, None)
         if successor is not None and not self._stopping:
-            self._to_release.discard(saga_id)  # the old drive's release is not the claim's
+            self._leases.keep(saga_id)  # the old drive's release is not the claim's
             self._spawn(successor.record, successor.transitions)
             return
         self._hooks.inflight(len(self._tasks))
-        self._wake.set()  # capacity freed: the pump may claim a queued saga
+        self._room_freed()
+
+    def _room_freed(self) -> None:
+        self._pump.wake()  # the pump may claim a queued (or just released) saga
 
     # ---- the drive loop ------------------------------------------------------------------
 
@@ -313,13 +357,13 @@ class Runner:
             # The log cannot be written (or read): stop where we are; the saga will be
             # claimed again once released (here, or by the heartbeat when it can write).
             log.warning("saga %s: stopped: %s", record.id, exc.message)
-            self._to_release.add(record.id)
+            self._leases.release_later(record.id)
         except asyncio.CancelledError:
-            self._to_release.add(record.id)
+            self._leases.release_later(record.id)
             raise
         except Exception:
             log.exception("saga %s: runner bug; released for another attempt", record.id)
-            self._to_release.add(record.id)
+            self._leases.release_later(record.id)
 
     async def _loop(self, saga: _Saga) -> None:
         while True:
@@ -362,7 +406,7 @@ class Runner:
             )
         except EngineError as exc:
             log.warning("saga %s: could not park it: %s", record.id, exc.message)
-            self._to_release.add(record.id)
+            self._leases.release_later(record.id)
 
     def _saga_fact(self, saga: _Saga, phase: Phase, error: str | None = None) -> Transition:
         # Saga-level facts carry the epoch as their attempt: unique per owner, so a saga
@@ -496,60 +540,6 @@ class Runner:
         self._hooks.attempt_finished(
             saga.defn.name, step.name, compensation, outcome, time.perf_counter() - started
         )
-
-    # ---- leases and claims ---------------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        interval = max(0.05, self.settings.lease_s / 3)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                if self._to_release:
-                    pending = list(self._to_release)
-                    await self.log.release(self.settings.owner, pending)
-                    self._to_release.difference_update(pending)
-                    self._wake.set()
-                await self.log.renew(
-                    self.settings.owner,
-                    lease_expires_ms=self._clock.now_ms() + self._lease_ms,
-                )
-            except EngineError as exc:
-                log.warning("lease heartbeat failed: %s", exc.message)
-
-    async def _pump(self) -> None:
-        # Claim at once (recovery at start-up), then whenever capacity frees, a create was
-        # queued, or the poll interval passes.
-        while not self._stopping:
-            await self.claim_now()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
-            self._wake.clear()
-
-    async def claim_now(self) -> int:
-        """Claim and start as many claimable sagas as there is room for; returns how many."""
-        free = self._free
-        if self._stopping or free <= 0:
-            return 0
-        now = self._clock.now_ms()
-        queued_before = self._queued
-        try:
-            taken = await self.log.claim(
-                self.settings.owner,
-                limit=min(free, self.settings.claim_batch),
-                now_ms=now,
-                lease_expires_ms=now + self._lease_ms,
-            )
-        except EngineError as exc:
-            log.warning("claiming sagas failed: %s", exc.message)
-            return 0
-        for takeover in taken:
-            self.adopt(takeover)
-        self._hooks.claimed(len(taken))
-        if taken and len(taken) == min(free, self.settings.claim_batch):
-            self._wake.set()  # there may be more waiting
-        elif self._queued == queued_before:
-            self._backlog = False  # the queue was drained and nothing queued since
-        return len(taken)
 
 
 def _describe(exc: BaseException) -> str:

@@ -81,6 +81,7 @@ def create_app(
                     settings.drive,
                     role="gateway",
                     capacity=settings.runner_capacity,
+                    max_queue=settings.max_queue,
                     metrics=metrics.saga,
                     log=log,
                     participants=participants,

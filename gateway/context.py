@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import Request
 
@@ -12,7 +12,6 @@ from engine.definition import SagaDefinition
 from engine.idempotency import IdempotencyCache
 from engine.log import SagaLog
 from engine.runner import Clock, Runner
-from gateway.admission import Admission
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from orders.participants import Participants
@@ -32,7 +31,6 @@ class Gateway:
     metrics: GatewayMetrics
     definitions: Mapping[str, SagaDefinition]
     clock: Clock
-    admission: Admission = field(default_factory=Admission)  # the durable queue's bound
 
 
 async def gateway(request: Request) -> Gateway:

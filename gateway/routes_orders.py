@@ -10,7 +10,7 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from engine.errors import EngineError, StorageError
+from engine.errors import EngineError, Overloaded, StorageError
 from engine.idempotency import StartOutcome, recognise, start_once
 from engine.log import NewSaga, SagaFilter
 from engine.tracing import current_trace_id
@@ -71,26 +71,7 @@ async def create_order(request: Request, response: Response, gw: GW) -> OrderOut
             415, "unsupported_media_type", "send the order as Content-Type: application/json"
         )
     new = _new_saga(idempotency_key(request.headers), parse_order(await request.body()))
-    queued = not gw.runner.takes_new
-    if queued:
-        # Busy: the saga would wait in the log. Refuse before writing once the wait is long
-        # (gateway/admission.py: requests in flight count, the log is counted sparingly).
-        waiting = await gw.admission.enter(
-            gw.settings.max_queue, lambda: gw.log.count_claimable(now_ms=gw.clock.now_ms())
-        )
-        if waiting is not None:
-            refusal = ApiError(
-                503,
-                "overloaded",
-                f"{waiting} orders are waiting to be processed; retry shortly",
-                headers={"Retry-After": RETRY_AFTER_S},
-            )
-            return await _replay_or_refuse(response, gw, new, refusal)
-    try:
-        return await _start(response, gw, new)
-    finally:
-        if queued:
-            gw.admission.leave()
+    return await _start(response, gw, new)
 
 
 def _new_saga(key: str | None, order: OrderRequest) -> NewSaga:
@@ -110,6 +91,15 @@ async def _start(response: Response, gw: Gateway, new: NewSaga) -> OrderOut:
     # write and the start of its drive together.
     try:
         outcome = await start_once(gw.runner, gw.cache, new)
+    except Overloaded as exc:
+        # Busy, and the queue in the log is long: refused before anything was written.
+        refusal = ApiError(
+            503,
+            "overloaded",
+            f"{exc.waiting} orders are waiting to be processed; retry shortly",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+        return await _replay_or_refuse(response, gw, new, refusal)
     except StorageError as exc:
         return await _replay_or_refuse(response, gw, new, exc)
     except EngineError as exc:

@@ -67,6 +67,7 @@ async def order_runtime(
     capacity: int,
     metrics: SagaMetrics,
     poll_s: float = 1.0,
+    max_queue: int | None = None,
     log: SagaLog | None = None,
     participants: Participants | None = None,
     policy: OrderSagaPolicy | None = None,
@@ -78,6 +79,7 @@ async def order_runtime(
     """Open what is not given (a caller's `log` or `participants` stay the caller's to
     close), start the runner, and on leaving stop it (drain, hand sagas back) and close
     what was opened here, in reverse order. `role` names the owner ("gateway@host:pid:…");
+    `max_queue` bounds the sagas waiting in the log for a slot (Runner.start_saga);
     `policy` overrides the settings' retry budgets (tests); spans go to `tracer_provider`
     (the process's global one when None)."""
     async with contextlib.AsyncExitStack() as stack:
@@ -102,6 +104,7 @@ async def order_runtime(
                 capacity=capacity,
                 poll_s=poll_s,
                 drain_s=settings.drain_s,
+                max_queue=max_queue,
             ),
             clock=clock,
             hooks=TracingHooks(metrics, tracer),

@@ -23,6 +23,7 @@ from engine.definition import (
     StepKind,
     StepResult,
 )
+from engine.errors import Overloaded
 from engine.log import NewSaga, SagaLog, SagaRecord
 from engine.memory_log import MemorySagaLog
 from engine.operations import cancel_saga, retry_saga
@@ -443,6 +444,7 @@ async def test_new_sagas_queue_behind_waiting_ones_instead_of_overtaking(log: Sa
     first = await runner.start_saga(NewSaga("first", "held", b"{}"))
     waiting = await runner.start_saga(NewSaga("waiting", "held", b"{}"))
     assert (first.record.owner, waiting.record.owner) == ("a", None)
+    assert (first.queued, waiting.queued) == (False, True)
     gate.set()
     await asyncio.wait_for(runner.wait_idle(), 5)
     assert runner.has_capacity and not runner.takes_new  # a slot, but one waits for it
@@ -459,4 +461,27 @@ async def test_new_sagas_queue_behind_waiting_ones_instead_of_overtaking(log: Sa
         assert rec is not None and rec.status is SagaStatus.COMPLETED
     claimed = [(await log.transitions(s))[1].at_ms for s in ("waiting", "late")]
     assert claimed == sorted(claimed)
+    await runner.stop()
+
+
+async def test_past_max_queue_a_new_saga_is_refused_before_anything_is_written(
+    log: SagaLog,
+) -> None:
+    gate = asyncio.Event()
+
+    async def held(ctx: StepContext) -> StepResult:
+        await gate.wait()
+        return Done()
+
+    defn = SagaDefinition("held", (Step("only", held, kind=StepKind.PIVOT),))
+    settings = RunnerSettings(owner="a", capacity=1, claim=False, max_queue=2)
+    runner = Runner(log, [defn], settings)
+    await runner.start()
+    started = [await runner.start_saga(NewSaga(f"s{i}", "held", b"{}")) for i in range(3)]
+    assert [s.queued for s in started] == [False, True, True]
+    with pytest.raises(Overloaded) as refused:
+        await runner.start_saga(NewSaga("s3", "held", b"{}"))
+    assert refused.value.waiting >= 2
+    assert await log.get("s3") is None, "a refused saga must not be in the log"
+    gate.set()
     await runner.stop()

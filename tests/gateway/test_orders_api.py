@@ -385,7 +385,7 @@ async def test_a_busy_gateway_with_a_long_queue_is_503_overloaded(tmp_path: Path
 
 async def test_concurrent_posts_never_queue_past_the_bound(tmp_path: Path) -> None:
     # Every POST used to count the queue and then write: ten at once all saw it empty and
-    # all queued. Places are taken before the writes now (gateway/admission.py).
+    # all queued. Places are taken before the writes now (engine/admission.py).
     nowhere = ("127.0.0.1", free_port())
     settings = gateway_settings(
         tmp_path, ServiceAddresses(nowhere, nowhere, nowhere), runner_capacity=1, max_queue=3

@@ -1,16 +1,15 @@
-"""Admission of new orders when the runner is full: the durable queue's bound.
+"""The bound of the durable queue: how many sagas may wait in the log for a runner's slot.
 
 A saga the runner has no slot for waits in the log, unowned, until a runner with room
-claims it (engine/runner.py); past `SAGA_MAX_QUEUE` waiting sagas, POST /orders answers
-503 `overloaded` instead of letting the queue grow. Two things make that bound real:
+claims it; past `max_queue` waiting sagas, `Runner.start_saga` refuses a new one
+(Overloaded) instead of letting the queue grow. Two things make that bound real:
 
-- Concurrent POSTs: each used to count the queue and then write, so every request in
-  flight saw the same count and all of them queued (with SAGA_MAX_QUEUE=20, the
-  overload benchmark found 72 waiting). Here a request takes its place before it
-  writes, so the requests in flight count too.
-- Cost: counting the queue scans its index, so under overload every refused POST paid
-  for the whole queue (up to 10,000 entries). The log is counted at most every
-  `refresh_s`; in between, the places this gateway handed out since are added to it.
+- Concurrent starts: each would count the queue and then write, so every start in flight
+  would see the same count and all of them would queue. Here a start takes its place
+  before it writes, so the starts in flight count too.
+- Cost: counting the queue scans its index, so under overload every refusal would pay for
+  the whole queue. The log is counted at most every `refresh_s`; in between, the places
+  handed out since are added to it.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ REFRESH_S: Final = 0.05
 
 @dataclass(slots=True)
 class Admission:
-    """The queue's depth as this gateway knows it; one per app (see the module)."""
+    """The queue's depth as this runner knows it (see the module)."""
 
     refresh_s: float = REFRESH_S
     _counted: int = 0  # sagas waiting in the log, at the last count
