@@ -81,7 +81,7 @@ class Run:
 
 
 async def _write(path: Path, writers: int, duration_s: float) -> Worker:
-    from engine.log import NewSaga
+    from engine.saga_log import NewSaga
     from engine.sqlite import DbConfig
     from engine.sqlite_log import SqliteSagaLog
 

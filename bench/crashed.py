@@ -42,7 +42,7 @@ from engine.core import (
     record_reason,
 )
 from engine.definition import Done, SagaDefinition, StepContext
-from engine.log import NewSaga, SagaLog
+from engine.saga_log import NewSaga, SagaLog
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.model import ORDER_SAGA, Item, OrderRequest

@@ -43,9 +43,9 @@ from bench.report import (
 )
 from engine.core import SagaStatus
 from engine.definition import Done, SagaDefinition, Step, StepContext, StepKind, StepResult
-from engine.log import NewSaga, SagaLog
 from engine.memory_log import MemorySagaLog
 from engine.runner import Runner, RunnerSettings
+from engine.saga_log import NewSaga, SagaLog
 from engine.sqlite import BatchStats, DbConfig, Synchronous
 from engine.sqlite_log import SqliteSagaLog
 

@@ -21,14 +21,14 @@ from collections.abc import Sequence
 from typing import Final
 
 from engine.core import Phase, SagaStatus, Transition
-from engine.log import (
+from engine.saga_log import (
     ChangeFn,
     CreateResult,
     NewSaga,
-    Page,
     Pruned,
     SagaFilter,
     SagaLog,
+    SagaPage,
     SagaRecord,
     Takeover,
 )
@@ -146,7 +146,9 @@ class ProbeLog:
     async def transitions(self, saga_id: str) -> list[Transition]:
         return await self.inner.transitions(saga_id)
 
-    async def list_sagas(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
+    async def list_sagas(
+        self, flt: SagaFilter, *, limit: int, cursor: str | None = None
+    ) -> SagaPage:
         return await self.inner.list_sagas(flt, limit=limit, cursor=cursor)
 
     async def prune_history(

@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 from engine.errors import EngineError
 from engine.hooks import Hooks
-from engine.log import SagaLog, Takeover
+from engine.saga_log import SagaLog, Takeover
 
 __all__ = ["ClaimPump", "LeaseHeartbeat"]
 
-log = logging.getLogger("engine.runner")
+logger = logging.getLogger("engine.runner")
 
 
 class LeaseHeartbeat:
@@ -62,7 +62,7 @@ class LeaseHeartbeat:
                     self._on_released()
                 await self._log.renew(self._owner, lease_expires_ms=self._now_ms() + self._lease_ms)
             except EngineError as exc:
-                log.warning("lease heartbeat failed: %s", exc.message)
+                logger.warning("lease heartbeat failed: %s", exc.message)
 
 
 class ClaimPump:
@@ -140,7 +140,7 @@ class ClaimPump:
                 self._owner, limit=limit, now_ms=now, lease_expires_ms=now + self._lease_ms
             )
         except EngineError as exc:
-            log.warning("claiming sagas failed: %s", exc.message)
+            logger.warning("claiming sagas failed: %s", exc.message)
             return 0
         for takeover in taken:
             self._adopt(takeover)

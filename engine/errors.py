@@ -57,6 +57,12 @@ class StaleEpoch(EngineError):
     code = "stale_epoch"
 
 
+class ListenError(EngineError):
+    """A server cannot listen on its address (in use, not local, no permission)."""
+
+    code = "listen_failed"
+
+
 class TransientStepError(EngineError):
     """A step's call failed in a way that may succeed if retried (unavailable, timeout).
 

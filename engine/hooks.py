@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from engine.core import SagaStatus
-from engine.log import SagaRecord
+from engine.saga_log import SagaRecord
 
 __all__ = ["Hooks", "NullHooks"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.log import IdempotencyKeyReused, NewSaga, SagaLog, SagaRecord, replay
 from engine.runner import Runner
+from engine.saga_log import IdempotencyKeyReused, NewSaga, SagaLog, SagaRecord, replay
 
 __all__ = [
     "CachedAnswer",

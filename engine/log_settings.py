@@ -10,8 +10,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from engine.config import SettingsError, data_dir, env_int, env_path, env_synchronous
-from engine.log import SagaLog
 from engine.memory_log import MemorySagaLog
+from engine.saga_log import SagaLog
 from engine.sqlite import BatchStats, DbConfig
 from engine.sqlite_log import SqliteSagaLog
 

@@ -10,15 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
-from engine.log import (
+from engine.saga_log import (
     ChangeFn,
     CreateResult,
     NewSaga,
-    Page,
     PruneBatch,
     Pruned,
     SagaFilter,
     SagaNotFound,
+    SagaPage,
     SagaRecord,
     StaleEpoch,
     Takeover,
@@ -212,7 +212,9 @@ class MemorySagaLog:
         entry = self._by_id.get(saga_id)
         return [] if entry is None else list(entry.log)
 
-    async def list_sagas(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
+    async def list_sagas(
+        self, flt: SagaFilter, *, limit: int, cursor: str | None = None
+    ) -> SagaPage:
         before = None if cursor is None else decode_cursor(cursor)
         matches: list[_Entry] = []
         for entry in reversed(self._by_id.values()):  # newest first
@@ -232,7 +234,7 @@ class MemorySagaLog:
                 break
         more = len(matches) > limit
         page = matches[:limit]
-        return Page(
+        return SagaPage(
             tuple(e.record for e in page), encode_cursor(page[-1].seq) if more and page else None
         )
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from engine.core import SagaStatus
-from engine.log import SagaLog, SagaRecord
+from engine.saga_log import SagaLog, SagaRecord
 from engine.sqlite import BatchStats
 
 __all__ = ["SagaMetrics"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from engine.core import SagaState, Transition, cancel, fold, record_reason, resume
 from engine.definition import SagaDefinition
 from engine.errors import EngineError
-from engine.log import Change, Pruned, SagaLog, SagaRecord
+from engine.saga_log import Change, Pruned, SagaLog, SagaRecord
 
 __all__ = [
     "CANCELLED_BY_OPERATOR",

@@ -63,12 +63,12 @@ from engine.crashpoints import CrashPoints
 from engine.definition import Done, SagaDefinition, Step, StepContext
 from engine.errors import EngineError, Overloaded, StaleEpoch
 from engine.hooks import Hooks, NullHooks
-from engine.log import NewSaga, SagaLog, SagaRecord, Takeover
-from engine.logs import SAGA_ID
+from engine.logging_setup import SAGA_ID
+from engine.saga_log import NewSaga, SagaLog, SagaRecord, Takeover
 
 __all__ = ["Clock", "Runner", "RunnerSettings", "Started", "SystemClock", "new_owner_id"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class Clock(Protocol):
@@ -137,7 +137,7 @@ class _Saga:
 class Runner:
     def __init__(
         self,
-        log: SagaLog,
+        saga_log: SagaLog,
         definitions: Iterable[SagaDefinition],
         settings: RunnerSettings,
         *,
@@ -145,7 +145,7 @@ class Runner:
         hooks: Hooks | None = None,
         crash: CrashPoints | None = None,
     ) -> None:
-        self.log = log
+        self.log = saga_log
         self.settings = settings
         self.definitions = {d.name: d for d in definitions}
         self._clock = clock or SystemClock()
@@ -160,10 +160,10 @@ class Runner:
         self._admission = Admission()
         now_ms = self._clock.now_ms
         self._leases = LeaseHeartbeat(
-            log, settings.owner, self._lease_ms, now_ms, on_released=self._room_freed
+            saga_log, settings.owner, self._lease_ms, now_ms, on_released=self._room_freed
         )
         self._pump = ClaimPump(
-            log,
+            saga_log,
             settings.owner,
             self._lease_ms,
             now_ms,
@@ -205,7 +205,7 @@ class Runner:
         with contextlib.suppress(EngineError):
             released = await self.log.release(self.settings.owner)
             if released:
-                log.info("handed %d unfinished sagas back to the log", released)
+                logger.info("handed %d unfinished sagas back to the log", released)
 
     async def abandon(self) -> None:
         """Stop at once and hand nothing back, as a crash would: leases run out and another
@@ -352,17 +352,17 @@ class Runner:
         try:
             await self._loop(saga)
         except StaleEpoch as exc:
-            log.warning("saga %s: %s; dropping it", record.id, exc.message)
+            logger.warning("saga %s: %s; dropping it", record.id, exc.message)
         except EngineError as exc:
             # The log cannot be written (or read): stop where we are; the saga will be
             # claimed again once released (here, or by the heartbeat when it can write).
-            log.warning("saga %s: stopped: %s", record.id, exc.message)
+            logger.warning("saga %s: stopped: %s", record.id, exc.message)
             self._leases.release_later(record.id)
         except asyncio.CancelledError:
             self._leases.release_later(record.id)
             raise
         except Exception:
-            log.exception("saga %s: runner bug; released for another attempt", record.id)
+            logger.exception("saga %s: runner bug; released for another attempt", record.id)
             self._leases.release_later(record.id)
 
     async def _loop(self, saga: _Saga) -> None:
@@ -382,7 +382,7 @@ class Runner:
                 return
             if isinstance(nxt, Park):
                 await self._commit(saga, [self._saga_fact(saga, Phase.PARKED, nxt.reason)])
-                log.warning("saga %s parked: %s", saga.record.id, nxt.reason)
+                logger.warning("saga %s parked: %s", saga.record.id, nxt.reason)
                 self._hooks.saga_finished(saga.defn.name, SagaStatus.NEEDS_ATTENTION)
                 return
             if isinstance(nxt, StartCompensation):
@@ -394,7 +394,7 @@ class Runner:
             await self._attempts(saga, nxt.step, compensation)
 
     async def _park_unreadable(self, record: SagaRecord, reason: str) -> None:
-        log.error("saga %s: %s; parked", record.id, reason)
+        logger.error("saga %s: %s; parked", record.id, reason)
         try:
             await self.log.append(
                 record.id,
@@ -405,7 +405,7 @@ class Runner:
                 now_ms=self._clock.now_ms(),
             )
         except EngineError as exc:
-            log.warning("saga %s: could not park it: %s", record.id, exc.message)
+            logger.warning("saga %s: could not park it: %s", record.id, exc.message)
             self._leases.release_later(record.id)
 
     def _saga_fact(self, saga: _Saga, phase: Phase, error: str | None = None) -> Transition:

@@ -1,4 +1,4 @@
-"""The saga log on SQLite (WAL, through apsw): the durable adapter of `engine.log.SagaLog`.
+"""The saga log on SQLite (WAL, through apsw): the durable adapter of `engine.saga_log.SagaLog`.
 
 Writes go through the file's single group-commit `Writer` (engine/sqlite.py): each call is
 one unit of a shared transaction and returns only once durable. Reads use a connection per
@@ -21,16 +21,16 @@ import apsw
 
 from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
 from engine.errors import MigrationError, StorageError, StorageFault
-from engine.log import (
+from engine.saga_log import (
     Change,
     ChangeFn,
     CreateResult,
     NewSaga,
-    Page,
     PruneBatch,
     Pruned,
     SagaFilter,
     SagaNotFound,
+    SagaPage,
     SagaRecord,
     StaleEpoch,
     Takeover,
@@ -303,10 +303,14 @@ class SqliteSagaLog:
 
         return self._read(q)
 
-    async def list_sagas(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
+    async def list_sagas(
+        self, flt: SagaFilter, *, limit: int, cursor: str | None = None
+    ) -> SagaPage:
         return self.list_sagas_sync(flt, limit=limit, cursor=cursor)
 
-    def list_sagas_sync(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
+    def list_sagas_sync(
+        self, flt: SagaFilter, *, limit: int, cursor: str | None = None
+    ) -> SagaPage:
         where: list[str] = []
         args: list[object] = []
         if flt.definition is not None:
@@ -330,12 +334,12 @@ class SqliteSagaLog:
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit + 1)
 
-        def q(conn: apsw.Connection) -> Page:
+        def q(conn: apsw.Connection) -> SagaPage:
             rows = conn.execute(sql, args).fetchall()
             items = tuple(_record(r[1:]) for r in rows[:limit])
             more = len(rows) > limit
             last = _int(rows[limit - 1][0]) if more and limit > 0 else None
-            return Page(items, None if last is None else encode_cursor(last))
+            return SagaPage(items, None if last is None else encode_cursor(last))
 
         return self._read(q)
 

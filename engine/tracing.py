@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
 from engine.core import SagaStatus
 from engine.hooks import Hooks
-from engine.log import SagaRecord
+from engine.saga_log import SagaRecord
 
 __all__ = ["TracingHooks", "current_trace_id"]
 

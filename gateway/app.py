@@ -30,9 +30,9 @@ from opentelemetry.trace import TracerProvider
 
 from engine.crashpoints import CrashPoints
 from engine.idempotency import IdempotencyCache, NullCache
-from engine.log import SagaLog
 from engine.redis_cache import RedisCache
 from engine.runner import Clock, SystemClock
+from engine.saga_log import SagaLog
 from gateway import routes_ops, routes_orders, routes_sagas
 from gateway.context import Gateway
 from gateway.errors import install_error_handlers

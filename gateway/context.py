@@ -10,8 +10,8 @@ from fastapi import Request
 
 from engine.definition import SagaDefinition
 from engine.idempotency import IdempotencyCache
-from engine.log import SagaLog
 from engine.runner import Clock, Runner
+from engine.saga_log import SagaLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from orders.participants import Participants

@@ -20,12 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.core import CannotChange
 from engine.errors import EngineError, StaleEpoch, StorageError
-from engine.log import IdempotencyKeyReused, InvalidCursor, SagaNotFound
 from engine.operations import UnknownDefinition
+from engine.saga_log import IdempotencyKeyReused, InvalidCursor, SagaNotFound
 
 __all__ = [
     "ENGINE_ERRORS",
     "ApiError",
+    "GatewayError",
     "envelope",
     "error_response",
     "install_error_handlers",
@@ -58,7 +59,13 @@ _HTTP_CODES: Final[Mapping[int, str]] = {
 }
 
 
-class ApiError(Exception):
+class GatewayError(EngineError):
+    """Root of the gateway's own errors."""
+
+    code = "gateway_error"
+
+
+class ApiError(GatewayError):
     """A refusal the gateway decides itself, with its status, code and headers."""
 
     def __init__(
@@ -67,7 +74,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
-        self.message = message
         self.headers = dict(headers or {})
 
 

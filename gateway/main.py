@@ -30,21 +30,17 @@ import uvicorn
 
 from engine.config import Address, format_addr
 from engine.crashpoints import CrashPoints
-from engine.errors import EngineError
-from engine.logs import configure_logging
+from engine.errors import ListenError
+from engine.logging_setup import configure_logging
 from engine.telemetry import setup_tracing
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 
-__all__ = ["ListenError", "bind", "run_gateway"]
+__all__ = ["bind", "run_gateway"]
 
 log = logging.getLogger("gateway")
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class ListenError(EngineError):
-    code = "listen_failed"
 
 
 def bind(addr: Address) -> socket.socket:

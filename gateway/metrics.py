@@ -18,8 +18,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from engine.log import SagaLog
 from engine.metrics import SagaMetrics
+from engine.saga_log import SagaLog
 
 __all__ = ["CONTENT_TYPE", "GatewayMetrics"]
 

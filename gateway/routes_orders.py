@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from engine.errors import EngineError, Overloaded, StorageError
 from engine.idempotency import StartOutcome, recognise, start_once
-from engine.log import NewSaga, SagaFilter
+from engine.saga_log import NewSaga, SagaFilter
 from engine.tracing import current_trace_id
 from gateway.context import Gateway, gateway
 from gateway.errors import ApiError, public_code

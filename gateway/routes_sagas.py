@@ -12,8 +12,8 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Request
 
-from engine.log import SagaNotFound
 from engine.operations import cancel_saga, retry_saga
+from engine.saga_log import SagaNotFound
 from gateway.context import Gateway, gateway
 from gateway.errors import ApiError
 from gateway.schemas import SagaOut, errors, saga_out

@@ -15,7 +15,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.core import Phase, SagaStatus, Transition
-from engine.log import SagaRecord, pruned_before
+from engine.saga_log import SagaRecord, pruned_before
 from orders.model import Order, OrderStatus
 
 __all__ = [

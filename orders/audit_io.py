@@ -13,24 +13,20 @@ import grpc
 
 from engine.config import format_addr
 from engine.core import ACTIVE_STATUSES
-from engine.errors import EngineError
-from engine.log import SagaFilter, SagaRecord
+from engine.saga_log import SagaFilter, SagaRecord
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.audit import OrderRow, PaymentRow, ReservationRow, SagaRow, Snapshot
+from orders.errors import AuditUnavailable
 from orders.model import ORDER_SAGA, OrderRequest
 from orders.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.order.v1 import order_pb2, order_pb2_grpc
 from proto.payment.v1 import payment_pb2, payment_pb2_grpc
 
-__all__ = ["AuditUnavailable", "read_snapshot", "wait_until_settled"]
+__all__ = ["read_snapshot", "wait_until_settled"]
 
 PAGE = 1000
-
-
-class AuditUnavailable(EngineError):
-    code = "audit_unavailable"
 
 
 class _Paged(Protocol):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from engine.core import SagaStatus
-from engine.log import SagaRecord
+from engine.saga_log import SagaRecord
 
 __all__ = ["Item", "Order", "OrderRequest", "OrderStatus", "order_status", "statuses_for"]
 

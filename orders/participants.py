@@ -22,11 +22,12 @@ from opentelemetry.trace import TracerProvider
 
 from engine.config import Address, env_addr, format_addr
 from engine.errors import StaleEpoch, TransientStepError
+from orders.errors import CallRefused
 from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.order.v1 import order_pb2, order_pb2_grpc
 from proto.payment.v1 import payment_pb2, payment_pb2_grpc
 
-__all__ = ["CallRefused", "Participants", "ServiceAddresses"]
+__all__ = ["Participants", "ServiceAddresses"]
 
 T = TypeVar("T")
 
@@ -40,14 +41,6 @@ TRANSIENT: Final = frozenset(
         grpc.StatusCode.CANCELLED,
     }
 )
-
-
-class CallRefused(Exception):
-    """The participant rejected the request itself (invalid, precondition): not retried."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,15 +27,15 @@ from engine.definition import (
     StepKind,
     StepResult,
 )
+from orders.errors import CallRefused, NoParticipants
 from orders.model import ORDER_SAGA, OrderRequest
-from orders.participants import CallRefused, Participants
+from orders.participants import Participants
 from proto.inventory.v1 import inventory_pb2
 from proto.order.v1 import order_pb2
 
 __all__ = [
     "ORDER_SAGA",
     "STEP_NAMES",
-    "NoParticipants",
     "OrderSagaPolicy",
     "order_saga",
     "order_saga_shape",
@@ -86,10 +86,6 @@ class OrderSagaPolicy:
             initial_backoff_s=self.initial_backoff_s,
             max_backoff_s=self.max_backoff_s,
         )
-
-
-class NoParticipants(RuntimeError):
-    """A step of a definition built without clients (`order_saga_shape`) was called."""
 
 
 class _Steps:

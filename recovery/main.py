@@ -6,7 +6,7 @@ import asyncio
 import signal
 from collections.abc import Mapping
 
-from engine.logs import configure_logging
+from engine.logging_setup import configure_logging
 from engine.telemetry import setup_tracing
 from recovery.daemon import serve
 from recovery.settings import RecoverySettings

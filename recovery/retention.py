@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 
 from engine.errors import EngineError
-from engine.log import SagaLog
 from engine.operations import prune_history
 from engine.runner import Clock
+from engine.saga_log import SagaLog
 
 __all__ = ["Retention"]
 

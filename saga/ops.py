@@ -32,21 +32,21 @@ import click
 
 from engine.core import CannotChange, SagaStatus
 from engine.errors import EngineError
-from engine.log import SagaFilter, SagaNotFound
-from saga.ops_text import ls_table, show_text, summary_text, table
-from saga.ops_view import (
+from engine.saga_log import SagaFilter, SagaNotFound
+from saga.ops_model import (
+    ListedSaga,
     Outcome,
     OutcomeKind,
-    SagaRow,
     Verb,
     build_filter,
     human_duration,
     saga_view,
     summarize,
 )
+from saga.ops_text import ls_table, show_text, summary_text, table
 
 if TYPE_CHECKING:
-    from engine.log import SagaRecord
+    from engine.saga_log import SagaRecord
     from engine.sqlite_log import SqliteSagaLog
     from saga.ops_io import OpsSettings
 
@@ -215,7 +215,7 @@ def ls_command(
     with open_log(ops_settings(data_dir, log_db), readonly=True) as log:
         page = log.list_sagas_sync(flt, limit=limit, cursor=cursor or None)
     now = wall_ms()
-    rows = [SagaRow.of(r, now) for r in page.items]
+    rows = [ListedSaga.of(r, now) for r in page.items]
     if as_json:
         _print_json({"sagas": [r.to_json() for r in rows], "next_cursor": page.next_cursor})
         return
@@ -287,7 +287,7 @@ def _one(
     verb: Verb, settings: OpsSettings, saga_id: str, *, dry_run: bool, wait_s: float | None
 ) -> int:
     from saga.ops_io import act, definitions, open_log
-    from saga.ops_view import preview
+    from saga.ops_model import preview
 
     with open_log(settings) as log:
         if dry_run:
@@ -314,7 +314,7 @@ def _dry_run(
     verb: Verb, settings: OpsSettings, log: SqliteSagaLog, records: Sequence[SagaRecord]
 ) -> int:
     from saga.ops_io import definitions
-    from saga.ops_view import preview
+    from saga.ops_model import preview
 
     defs, now = definitions(settings), wall_ms()
     rows: list[tuple[str, ...]] = []
@@ -356,7 +356,9 @@ def _many(
             return _dry_run(verb, settings, log, records)
         if not yes:
             now = wall_ms()
-            click.echo(ls_table([SagaRow.of(r, now) for r in records[:PROMPT_ROWS]], now), err=True)
+            click.echo(
+                ls_table([ListedSaga.of(r, now) for r in records[:PROMPT_ROWS]], now), err=True
+            )
             if len(records) > PROMPT_ROWS:
                 click.echo(f"… and {len(records) - PROMPT_ROWS} more", err=True)
             if not click.confirm(f"{verb.value} these {len(records)} sagas?", err=True):

@@ -20,13 +20,14 @@ from typing import Final
 from engine.core import ACTIVE_STATUSES
 from engine.definition import SagaDefinition
 from engine.errors import EngineError
-from engine.log import SagaFilter, SagaRecord
 from engine.log_settings import SagaLogSettings
 from engine.operations import cancel_saga, retry_saga
+from engine.saga_log import SagaFilter, SagaRecord
 from engine.sqlite import DbConfig, open_connection
 from engine.sqlite_log import SqliteSagaLog
 from orders.saga import ORDER_SAGA, OrderSagaPolicy, order_saga_shape
-from saga.ops_view import Outcome, OutcomeKind, Verb
+from saga.errors import NoSagaLog
+from saga.ops_model import Outcome, OutcomeKind, Verb
 
 __all__ = [
     "NoSagaLog",
@@ -43,10 +44,6 @@ PAGE: Final = 500
 # Changes in flight at once in a bulk action: enough for the log's group commit to fold
 # many into one fsync, few enough that a slow disk does not queue thousands.
 CONCURRENCY: Final = 32
-
-
-class NoSagaLog(EngineError):
-    code = "no_saga_log"
 
 
 @dataclass(frozen=True, slots=True)

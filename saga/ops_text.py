@@ -1,5 +1,5 @@
 """The operator commands' text output: aligned tables, a saga's timeline, a bulk change's
-summary. Pure string building over the values of `saga.ops_view`; the commands print it.
+summary. Pure string building over the values of `saga.ops_model`; the commands print it.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from engine.core import ACTIVE_STATUSES
-from saga.ops_view import OutcomeKind, SagaRow, SagaView, Summary, Verb, human_duration, rfc3339
+from saga.ops_model import ListedSaga, OutcomeKind, SagaView, Summary, Verb, human_duration, rfc3339
 
 __all__ = ["ls_table", "shorten", "show_text", "summary_text", "table"]
 
@@ -30,7 +30,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _owner(row: SagaRow, now_ms: int) -> str:
+def _owner(row: ListedSaga, now_ms: int) -> str:
     if row.owner is None:
         return "-"
     if row.status in ACTIVE_STATUSES and not row.lease_live(now_ms):
@@ -38,7 +38,7 @@ def _owner(row: SagaRow, now_ms: int) -> str:
     return row.owner
 
 
-def ls_table(rows: Sequence[SagaRow], now_ms: int) -> str:
+def ls_table(rows: Sequence[ListedSaga], now_ms: int) -> str:
     return table(
         ("ID", "STATUS", "DEFINITION", "AGE", "EPOCH", "OWNER", "REASON"),
         [
@@ -56,7 +56,7 @@ def ls_table(rows: Sequence[SagaRow], now_ms: int) -> str:
     )
 
 
-def _lease(row: SagaRow, now_ms: int) -> str:
+def _lease(row: ListedSaga, now_ms: int) -> str:
     if row.status not in ACTIVE_STATUSES:
         return f"- (a {row.status.value} saga is not driven)"
     if row.lease_expires_ms == 0 or row.owner is None:

@@ -18,10 +18,10 @@ from pathlib import Path
 import click
 
 from engine.errors import EngineError
-from engine.log import Pruned
 from engine.operations import PRUNE_BATCH, prune_history
+from engine.saga_log import Pruned
 from saga.ops import log_options, operator_errors, ops_settings, wall_ms
-from saga.ops_view import parse_duration_ms, rfc3339
+from saga.ops_model import parse_duration_ms, rfc3339
 
 __all__ = ["prune_command"]
 

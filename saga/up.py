@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from engine.config import env_float
-from engine.logs import configure_logging
+from engine.logging_setup import configure_logging
 
 log = logging.getLogger("saga.up")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from engine.logs import configure_logging
+from engine.logging_setup import configure_logging
 from engine.telemetry import setup_tracing
 from services.common.server import ServiceSpec, serve
 from services.settings import ServiceName, ServiceSettings

@@ -4,17 +4,16 @@ ledger (epoch, faults, store), validation, paging, and the error-to-status table
 from services.common.edge import Edge
 from services.common.errors import (
     ConflictingRepeat,
+    EpochFenced,
     InjectedFault,
     InvalidArgument,
     LedgerOpenError,
-    ListenError,
     NotFound,
     ServiceError,
-    StaleEpoch,
 )
 from services.common.faults import FaultInjector, FaultPlan, parse_faults
 from services.common.fencing import EPOCH_KEY, epoch_from_metadata, fence
-from services.common.journal import Answer, Call, once
+from services.common.journal import Answer, MutatingCall, once
 from services.common.status import STATUS_BY_ERROR, rpc, status_for
 from services.common.store import LedgerStore
 
@@ -22,19 +21,18 @@ __all__ = [
     "EPOCH_KEY",
     "STATUS_BY_ERROR",
     "Answer",
-    "Call",
     "ConflictingRepeat",
     "Edge",
+    "EpochFenced",
     "FaultInjector",
     "FaultPlan",
     "InjectedFault",
     "InvalidArgument",
     "LedgerOpenError",
     "LedgerStore",
-    "ListenError",
+    "MutatingCall",
     "NotFound",
     "ServiceError",
-    "StaleEpoch",
     "epoch_from_metadata",
     "fence",
     "once",

@@ -13,13 +13,12 @@ from engine.errors import EngineError
 
 __all__ = [
     "ConflictingRepeat",
+    "EpochFenced",
     "InjectedFault",
     "InvalidArgument",
     "LedgerOpenError",
-    "ListenError",
     "NotFound",
     "ServiceError",
-    "StaleEpoch",
 ]
 
 
@@ -39,9 +38,9 @@ class InvalidArgument(ServiceError):
         self.field = field
 
 
-class StaleEpoch(ServiceError, engine_errors.StaleEpoch):
+class EpochFenced(ServiceError, engine_errors.StaleEpoch):
     """A caller's epoch is lower than one already seen for the order: it lost ownership.
-    (The engine's StaleEpoch, with the order and the epochs.)"""
+    (The engine's StaleEpoch, as a service sees it: with the order and the epochs.)"""
 
     code = "stale_epoch"
 
@@ -91,12 +90,6 @@ class InjectedFault(ServiceError):
         super().__init__(f"injected fault: {method} failed {point.replace('_', ' ')} (test mode)")
         self.method = method
         self.point = point
-
-
-class ListenError(ServiceError):
-    """The server cannot listen on its address (in use, not local, no permission)."""
-
-    code = "listen_failed"
 
 
 class LedgerOpenError(ServiceError):

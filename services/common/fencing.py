@@ -3,7 +3,7 @@
 Every mutating call carries its caller's epoch for the order in the `x-saga-epoch`
 metadata (a decimal integer; absent means 0). Per order id, a ledger keeps the highest
 epoch seen across its mutating calls, in the same transaction as the call's effect; a call
-below it is refused (`StaleEpoch`, ABORTED at the edge) before anything else happens, so a
+below it is refused (`EpochFenced`, ABORTED at the edge) before anything else happens, so a
 paused owner is refused even when it repeats a call that once succeeded.
 """
 
@@ -15,7 +15,7 @@ from typing import Final
 
 import apsw
 
-from services.common.errors import InvalidArgument, StaleEpoch
+from services.common.errors import EpochFenced, InvalidArgument
 
 __all__ = ["EPOCH_KEY", "FENCES_SCHEMA", "MAX_EPOCH", "epoch_from_metadata", "fence"]
 
@@ -60,6 +60,6 @@ def fence(conn: apsw.Connection, order_id: str, epoch: int) -> None:
         return
     highest = int(row[0])
     if epoch < highest:
-        raise StaleEpoch(order_id, epoch, highest)
+        raise EpochFenced(order_id, epoch, highest)
     if epoch > highest:
         conn.execute("UPDATE fences SET epoch = ? WHERE order_id = ?", (epoch, order_id))

@@ -17,7 +17,7 @@ import apsw
 from services.common.errors import ConflictingRepeat
 from services.common.fencing import fence
 
-__all__ = ["JOURNAL_SCHEMA", "Answer", "Call", "once"]
+__all__ = ["JOURNAL_SCHEMA", "Answer", "MutatingCall", "once"]
 
 # Part of each ledger's first migration. Never edit: a change is a new migration.
 JOURNAL_SCHEMA: Final = """
@@ -42,7 +42,7 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class MutatingCall:
     """One mutating call. `request` is the canonical text of its payload: a repeat must
     carry the same one (e.g. `prod_1x2,prod_2x1` for a Reserve)."""
 
@@ -52,7 +52,7 @@ class Call:
     epoch: int
 
 
-def once(conn: apsw.Connection, call: Call, effect: Callable[[], Answer]) -> Answer:
+def once(conn: apsw.Connection, call: MutatingCall, effect: Callable[[], Answer]) -> Answer:
     """Fence, then answer a repeat from the journal, else apply `effect` and record it."""
     fence(conn, call.order_id, call.epoch)
     row = conn.execute(

@@ -23,8 +23,8 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from engine.config import Address, format_addr
-from engine.logs import SAGA_ID
-from services.common.errors import ListenError
+from engine.errors import ListenError
+from engine.logging_setup import SAGA_ID
 
 __all__ = ["MetricsEndpoint", "RpcMetrics", "interceptors"]
 

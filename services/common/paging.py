@@ -18,7 +18,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_BYTES",
     "MAX_PAGE_SIZE",
-    "Page",
+    "LedgerPage",
     "PageRequest",
     "page_request",
 ]
@@ -40,7 +40,7 @@ class PageRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
+class LedgerPage(Generic[T]):
     records: tuple[T, ...]
     last_id: str | None  # None: this is the last page
 
@@ -58,7 +58,7 @@ class Page(Generic[T]):
         limit: int,
         key: Callable[[T], str],
         size: Callable[[T], int] | None = None,
-    ) -> Page[T]:
+    ) -> LedgerPage[T]:
         """`records` fetched with LIMIT limit+1: one extra means there is a next page.
         With `size` (a record's estimated bytes), the page also ends at MAX_PAGE_BYTES."""
         kept: list[T] = []

@@ -29,8 +29,8 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from engine.config import Address, format_addr
+from engine.errors import ListenError
 from services.common.edge import Edge
-from services.common.errors import ListenError
 from services.common.faults import FaultInjector, FaultPlan
 from services.common.observe import MetricsEndpoint, interceptors
 from services.common.store import LedgerStore

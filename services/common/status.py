@@ -20,10 +20,10 @@ import grpc.aio
 from engine.errors import EngineError, StorageError
 from services.common.errors import (
     ConflictingRepeat,
+    EpochFenced,
     InjectedFault,
     InvalidArgument,
     NotFound,
-    StaleEpoch,
 )
 
 __all__ = ["ERROR_KEY", "STATUS_BY_ERROR", "rpc", "status_for"]
@@ -34,7 +34,7 @@ ERROR_KEY: Final = "x-saga-error"
 
 STATUS_BY_ERROR: Final[tuple[tuple[type[EngineError], grpc.StatusCode], ...]] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (StaleEpoch, grpc.StatusCode.ABORTED),
+    (EpochFenced, grpc.StatusCode.ABORTED),
     (ConflictingRepeat, grpc.StatusCode.FAILED_PRECONDITION),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (InjectedFault, grpc.StatusCode.UNAVAILABLE),

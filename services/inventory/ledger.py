@@ -25,8 +25,8 @@ from typing import Final
 import apsw
 
 from services.common.fencing import FENCES_SCHEMA
-from services.common.journal import JOURNAL_SCHEMA, Answer, Call, once
-from services.common.paging import Page, PageRequest
+from services.common.journal import JOURNAL_SCHEMA, Answer, MutatingCall, once
+from services.common.paging import LedgerPage, PageRequest
 
 __all__ = [
     "MIGRATIONS",
@@ -158,7 +158,7 @@ def seed(conn: apsw.Connection, stock: Sequence[StockLine]) -> bool:
 
 def reserve(conn: apsw.Connection, order_id: str, epoch: int, lines: Sequence[StockLine]) -> Answer:
     ordered = sorted(lines)
-    call = Call(order_id, "Reserve", _describe(ordered), epoch)
+    call = MutatingCall(order_id, "Reserve", _describe(ordered), epoch)
     return once(conn, call, lambda: _reserve(conn, order_id, ordered))
 
 
@@ -182,7 +182,9 @@ def _reserve(conn: apsw.Connection, order_id: str, lines: Sequence[StockLine]) -
 
 
 def release(conn: apsw.Connection, order_id: str, epoch: int) -> Answer:
-    return once(conn, Call(order_id, "Release", "", epoch), lambda: _release(conn, order_id))
+    return once(
+        conn, MutatingCall(order_id, "Release", "", epoch), lambda: _release(conn, order_id)
+    )
 
 
 def _release(conn: apsw.Connection, order_id: str) -> Answer:
@@ -245,7 +247,7 @@ def reservation(conn: apsw.Connection, order_id: str) -> Reservation:
     )
 
 
-def list_reservations(conn: apsw.Connection, page: PageRequest) -> Page[Reservation]:
+def list_reservations(conn: apsw.Connection, page: PageRequest) -> LedgerPage[Reservation]:
     rows = list(
         conn.execute(
             "SELECT order_id, state, reason FROM reservations WHERE order_id > ?"
@@ -270,7 +272,7 @@ def list_reservations(conn: apsw.Connection, page: PageRequest) -> Page[Reservat
         )
         for order_id, state, reason in rows
     ]
-    return Page.of(records, page.limit, lambda r: r.order_id, _size)
+    return LedgerPage.of(records, page.limit, lambda r: r.order_id, _size)
 
 
 def _size(record: Reservation) -> int:

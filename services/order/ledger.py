@@ -23,7 +23,7 @@ import apsw
 
 from services.common.errors import ConflictingRepeat, NotFound
 from services.common.fencing import FENCES_SCHEMA, fence
-from services.common.paging import Page, PageRequest
+from services.common.paging import LedgerPage, PageRequest
 
 __all__ = [
     "MIGRATIONS",
@@ -168,7 +168,7 @@ def get(conn: apsw.Connection, order_id: str) -> Order | None:
     return _order(row, [(p, q, c) for _, p, q, c in lines])
 
 
-def list_orders(conn: apsw.Connection, page: PageRequest) -> Page[Order]:
+def list_orders(conn: apsw.Connection, page: PageRequest) -> LedgerPage[Order]:
     rows = list(
         conn.execute(
             f"SELECT {_COLUMNS} FROM orders WHERE id > ? ORDER BY id LIMIT ?",
@@ -184,7 +184,7 @@ def list_orders(conn: apsw.Connection, page: PageRequest) -> Page[Order]:
         ):
             lines.setdefault(order_id, []).append((product, quantity, price))
     orders = [_order(row, lines.get(row[0], [])) for row in rows]
-    return Page.of(orders, page.limit, lambda o: o.id, _size)
+    return LedgerPage.of(orders, page.limit, lambda o: o.id, _size)
 
 
 def _size(order: Order) -> int:

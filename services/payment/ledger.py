@@ -20,8 +20,8 @@ from typing import Any, Final
 import apsw
 
 from services.common.fencing import FENCES_SCHEMA
-from services.common.journal import JOURNAL_SCHEMA, Answer, Call, once
-from services.common.paging import Page, PageRequest
+from services.common.journal import JOURNAL_SCHEMA, Answer, MutatingCall, once
+from services.common.paging import LedgerPage, PageRequest
 
 __all__ = [
     "DECLINE_ABOVE_CENTS",
@@ -109,7 +109,7 @@ def charge(
     conn: apsw.Connection, order_id: str, epoch: int, amount_cents: int, customer_id: str = ""
 ) -> Answer:
     # The repeat check compares the amount only: it is what a charge takes.
-    call = Call(order_id, "Charge", f"amount_cents={amount_cents}", epoch)
+    call = MutatingCall(order_id, "Charge", f"amount_cents={amount_cents}", epoch)
     return once(conn, call, lambda: _charge(conn, order_id, amount_cents, customer_id))
 
 
@@ -125,7 +125,7 @@ def _charge(conn: apsw.Connection, order_id: str, amount_cents: int, customer_id
 
 
 def refund(conn: apsw.Connection, order_id: str, epoch: int) -> Answer:
-    return once(conn, Call(order_id, "Refund", "", epoch), lambda: _refund(conn, order_id))
+    return once(conn, MutatingCall(order_id, "Refund", "", epoch), lambda: _refund(conn, order_id))
 
 
 def _refund(conn: apsw.Connection, order_id: str) -> Answer:
@@ -157,12 +157,12 @@ def payment(conn: apsw.Connection, order_id: str) -> Payment:
     return Payment(order_id, PaymentState.NONE) if row is None else _payment(row)
 
 
-def list_payments(conn: apsw.Connection, page: PageRequest) -> Page[Payment]:
+def list_payments(conn: apsw.Connection, page: PageRequest) -> LedgerPage[Payment]:
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM payments WHERE order_id > ? ORDER BY order_id LIMIT ?",
         (page.after, page.limit + 1),
     )
-    return Page.of([_payment(row) for row in rows], page.limit, lambda p: p.order_id)
+    return LedgerPage.of([_payment(row) for row in rows], page.limit, lambda p: p.order_id)
 
 
 def _payment(row: Any) -> Payment:  # an apsw row of _COLUMNS

@@ -11,7 +11,9 @@ import pytest
 
 from engine.core import Phase, SagaStatus, Transition
 from engine.errors import StaleEpoch
-from engine.log import (
+from engine.memory_log import MemorySagaLog
+from engine.operations import prune_history
+from engine.saga_log import (
     Change,
     IdempotencyKeyReused,
     InvalidCursor,
@@ -22,8 +24,6 @@ from engine.log import (
     SagaNotFound,
     SagaRecord,
 )
-from engine.memory_log import MemorySagaLog
-from engine.operations import prune_history
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 

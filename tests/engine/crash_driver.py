@@ -20,8 +20,8 @@ from pathlib import Path
 
 from engine.core import Phase, SagaStatus, Transition
 from engine.crashpoints import CrashPoints
-from engine.log import NewSaga
 from engine.runner import Runner, RunnerSettings
+from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from tests.engine.world import Faults, World, definition

@@ -16,7 +16,7 @@ import pytest
 
 from engine.core import ACTIVE_STATUSES, SagaStatus
 from engine.crashpoints import CRASH_POINTS, STEP_POINTS
-from engine.log import NewSaga, SagaFilter
+from engine.saga_log import NewSaga, SagaFilter
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from tests.engine.world import World, definition

@@ -19,9 +19,9 @@ from engine.definition import (
     StepResult,
 )
 from engine.errors import TransientStepError
-from engine.log import NewSaga
 from engine.memory_log import MemorySagaLog
 from engine.runner import Runner, RunnerSettings
+from engine.saga_log import NewSaga
 
 POLICY = RetryPolicy(
     max_attempts=3, park_after=3, initial_backoff_s=0.05, max_backoff_s=1.0, jitter_s=0.0

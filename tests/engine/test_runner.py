@@ -24,10 +24,10 @@ from engine.definition import (
     StepResult,
 )
 from engine.errors import Overloaded
-from engine.log import NewSaga, SagaLog, SagaRecord
 from engine.memory_log import MemorySagaLog
 from engine.operations import cancel_saga, retry_saga
 from engine.runner import Runner, RunnerSettings
+from engine.saga_log import NewSaga, SagaLog, SagaRecord
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from tests.engine.world import FAST, Faults, World, definition

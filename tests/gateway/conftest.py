@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from engine.log import SagaLog
 from engine.log_settings import SagaLogSettings
+from engine.saga_log import SagaLog
 from engine.sqlite import DbConfig, Synchronous
 from engine.sqlite_log import SqliteSagaLog
 from gateway.app import create_app

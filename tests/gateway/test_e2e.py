@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.log import SagaFilter
+from engine.saga_log import SagaFilter
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.order.v1 import order_pb2 as ordr
 from proto.payment.v1 import payment_pb2 as pay

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.log import CreateResult, NewSaga, SagaFilter, SagaRecord
 from engine.memory_log import MemorySagaLog
+from engine.saga_log import CreateResult, NewSaga, SagaFilter, SagaRecord
 from orders.model import ORDER_SAGA
 from orders.participants import ServiceAddresses
 from orders.saga import OrderSagaPolicy

@@ -16,8 +16,8 @@ import apsw
 import pytest
 
 from engine.errors import StorageError, StorageFault
-from engine.log import CreateResult, NewSaga, SagaFilter
 from engine.memory_log import MemorySagaLog
+from engine.saga_log import CreateResult, NewSaga, SagaFilter
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.participants import ServiceAddresses

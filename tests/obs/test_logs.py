@@ -27,10 +27,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from engine.definition import Done, SagaDefinition, Step, StepContext, StepResult
 from engine.hooks import NullHooks
-from engine.log import NewSaga
-from engine.logs import configure_logging
+from engine.logging_setup import configure_logging
 from engine.memory_log import MemorySagaLog
 from engine.runner import Runner, RunnerSettings
+from engine.saga_log import NewSaga
 from engine.tracing import TracingHooks
 from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from services.common.faults import FaultPlan

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.log import NewSaga
+from engine.saga_log import NewSaga
 from orders.model import ORDER_SAGA, Item, OrderRequest
 from tests.gateway.procs import Stack, stack, wait_terminal
 from tests.support.procs import ServiceProcess

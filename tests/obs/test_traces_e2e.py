@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from engine.core import Phase
-from engine.log import SagaFilter
+from engine.saga_log import SagaFilter
 from tests.gateway.procs import Stack, stack, wait_terminal
 from tests.support.otlp import OtlpReceiver
 from tests.support.spans import STEP_RPCS, Span, Spans

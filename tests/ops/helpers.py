@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core import Phase, SagaStatus, Transition
-from engine.log import NewSaga, SagaRecord
 from engine.runner import Runner, RunnerSettings
+from engine.saga_log import NewSaga, SagaRecord
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.audit import Snapshot

@@ -10,16 +10,16 @@ import pytest
 
 from engine.core import Phase, SagaStatus, Transition
 from engine.definition import StepContext
-from engine.log import SagaRecord
+from engine.saga_log import SagaRecord
+from orders.errors import NoParticipants
 from orders.model import ORDER_SAGA
-from orders.saga import NoParticipants, order_saga_shape
-from saga.ops_text import ls_table, show_text, summary_text, table
-from saga.ops_view import (
+from orders.saga import order_saga_shape
+from saga.errors import OpsInputError
+from saga.ops_model import (
+    ListedSaga,
     NextAction,
-    OpsInputError,
     Outcome,
     OutcomeKind,
-    SagaRow,
     Verb,
     build_filter,
     human_duration,
@@ -31,6 +31,7 @@ from saga.ops_view import (
     summarize,
     what_next,
 )
+from saga.ops_text import ls_table, show_text, summary_text, table
 from tests.support.stack import order
 
 DEFS = {ORDER_SAGA: order_saga_shape()}
@@ -300,9 +301,9 @@ def test_table_aligns_columns() -> None:
 
 def test_ls_table_marks_an_expired_lease() -> None:
     rows = [
-        SagaRow.of(rec(owner="gw@a", lease_ms=NOW + 5_000), NOW),
-        SagaRow.of(rec(owner="gw@b", lease_ms=NOW - 5_000), NOW),
-        SagaRow.of(rec(SagaStatus.COMPLETED, owner="gw@c", lease_ms=NOW - 5_000), NOW),
+        ListedSaga.of(rec(owner="gw@a", lease_ms=NOW + 5_000), NOW),
+        ListedSaga.of(rec(owner="gw@b", lease_ms=NOW - 5_000), NOW),
+        ListedSaga.of(rec(SagaStatus.COMPLETED, owner="gw@c", lease_ms=NOW - 5_000), NOW),
     ]
     lines = ls_table(rows, NOW).splitlines()
     assert lines[0].split() == ["ID", "STATUS", "DEFINITION", "AGE", "EPOCH", "OWNER", "REASON"]

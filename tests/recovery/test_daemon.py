@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from engine.crashpoints import STEP_POINTS
-from engine.log import SagaFilter
+from engine.saga_log import SagaFilter
 from orders.model import OrderRequest
 from tests.support.stack import ORDERS, Stack, wait_for
 

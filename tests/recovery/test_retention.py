@@ -10,7 +10,7 @@ import time
 import pytest
 
 from engine.core import Phase, SagaStatus
-from engine.log import NewSaga, SagaFilter
+from engine.saga_log import NewSaga, SagaFilter
 from tests.ops.helpers import assert_error_line, run_saga
 from tests.recovery.test_daemon import mixed, settled
 from tests.support.procs import free_port

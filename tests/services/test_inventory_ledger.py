@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.errors import ConflictingRepeat, StaleEpoch
+from services.common.errors import ConflictingRepeat, EpochFenced
 from services.common.journal import Answer
 from services.common.paging import PageRequest
 from services.inventory import ledger
@@ -130,15 +130,15 @@ def test_a_repeat_with_other_items_is_refused_and_changes_nothing(conn: apsw.Con
 
 def test_epoch_fencing(conn: apsw.Connection) -> None:
     assert reserve(conn, "o1", [("prod_1", 1)], epoch=3).success
-    with pytest.raises(StaleEpoch) as info:
+    with pytest.raises(EpochFenced) as info:
         reserve(conn, "o1", [("prod_1", 1)], epoch=2)  # refused even though it is a repeat
     assert (info.value.epoch, info.value.highest) == (2, 3)
-    with pytest.raises(StaleEpoch):
+    with pytest.raises(EpochFenced):
         release(conn, "o1", epoch=2)
     assert ledger.reservation(conn, "o1").state is ReservationState.RESERVED
     assert reserve(conn, "o1", [("prod_1", 1)], epoch=3).success  # equal: accepted
     assert release(conn, "o1", epoch=5).success  # higher: accepted, and raises the bar
-    with pytest.raises(StaleEpoch):
+    with pytest.raises(EpochFenced):
         release(conn, "o1", epoch=4)
     assert reserve(conn, "other", [("prod_1", 1)], epoch=0).success  # per order
     assert_balanced(conn)

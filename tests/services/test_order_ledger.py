@@ -7,7 +7,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from services.common.errors import ConflictingRepeat, NotFound, StaleEpoch
+from services.common.errors import ConflictingRepeat, EpochFenced, NotFound
 from services.common.paging import PageRequest
 from services.order import ledger
 from services.order.ledger import Order, OrderLine, OrderStatus
@@ -91,12 +91,12 @@ def test_unknown_order_and_pending_are_refused(conn: apsw.Connection) -> None:
 
 def test_epoch_fencing(conn: apsw.Connection) -> None:
     create(conn, epoch=2)
-    with pytest.raises(StaleEpoch):
+    with pytest.raises(EpochFenced):
         create(conn, epoch=1)
-    with pytest.raises(StaleEpoch):
+    with pytest.raises(EpochFenced):
         update(conn, "o1", OrderStatus.CONFIRMED, epoch=1)
     assert update(conn, "o1", OrderStatus.CANCELLED, "cancelled_by_operator", epoch=4)
-    with pytest.raises(StaleEpoch):
+    with pytest.raises(EpochFenced):
         update(conn, "o1", OrderStatus.CANCELLED, epoch=3)
     found = ledger.get(conn, "o1")
     assert found is not None

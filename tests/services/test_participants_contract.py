@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StaleEpoch
-from orders.participants import CallRefused, Participants, ServiceAddresses
+from orders.errors import CallRefused
+from orders.participants import Participants, ServiceAddresses
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.order.v1 import order_pb2 as ordr
 from proto.payment.v1 import payment_pb2 as pay

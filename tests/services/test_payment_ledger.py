@@ -7,7 +7,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from services.common.errors import ConflictingRepeat, StaleEpoch
+from services.common.errors import ConflictingRepeat, EpochFenced
 from services.common.journal import Answer
 from services.common.paging import PageRequest
 from services.payment import ledger
@@ -83,9 +83,9 @@ def test_a_repeat_with_another_amount_is_refused_and_changes_nothing(
 
 def test_epoch_fencing(conn: apsw.Connection) -> None:
     assert charge(conn, "o1", 100, epoch=7).success
-    with pytest.raises(StaleEpoch):
+    with pytest.raises(EpochFenced):
         charge(conn, "o1", 100, epoch=6)  # even a repeat
-    with pytest.raises(StaleEpoch):
+    with pytest.raises(EpochFenced):
         refund(conn, "o1", epoch=0)
     assert ledger.payment(conn, "o1").state is PaymentState.CHARGED
     assert refund(conn, "o1", epoch=7).success

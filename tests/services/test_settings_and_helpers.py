@@ -10,7 +10,7 @@ from engine.config import SettingsError
 from engine.sqlite import Synchronous
 from services.common.errors import InvalidArgument
 from services.common.fencing import epoch_from_metadata
-from services.common.paging import MAX_PAGE_BYTES, MAX_PAGE_SIZE, Page, page_request
+from services.common.paging import MAX_PAGE_BYTES, MAX_PAGE_SIZE, LedgerPage, page_request
 from services.settings import ServiceName, ServiceSettings, parse_seed_stock
 
 
@@ -78,17 +78,17 @@ def test_the_epoch_metadata() -> None:
 
 
 def test_page_tokens_round_trip() -> None:
-    page: Page[str] = Page.of(["a", "b/é", "c"], 2, lambda record: record)
+    page: LedgerPage[str] = LedgerPage.of(["a", "b/é", "c"], 2, lambda record: record)
     assert page.records == ("a", "b/é")
     request = page_request(0, page.next_token)
     assert (request.after, request.limit) == ("b/é", 100)
-    assert Page.of(["a"], 2, lambda record: record).next_token == ""
+    assert LedgerPage.of(["a"], 2, lambda record: record).next_token == ""
     assert page_request(5000, "").limit == MAX_PAGE_SIZE
 
 
 def test_a_page_of_big_records_ends_early_but_never_empty() -> None:
     records = ["a", "b", "c"]
-    page = Page.of(records, 10, lambda r: r, size=lambda _: MAX_PAGE_BYTES // 2 + 1)
+    page = LedgerPage.of(records, 10, lambda r: r, size=lambda _: MAX_PAGE_BYTES // 2 + 1)
     assert (page.records, page.last_id) == (("a",), "a")
-    huge = Page.of(records, 10, lambda r: r, size=lambda _: MAX_PAGE_BYTES * 2)
+    huge = LedgerPage.of(records, 10, lambda r: r, size=lambda _: MAX_PAGE_BYTES * 2)
     assert huge.records == ("a",), "one record always fits"

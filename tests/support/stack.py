@@ -31,7 +31,7 @@ import pytest
 import redis
 
 from bench.stack import http_ok
-from engine.log import NewSaga
+from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.audit import AuditReport, audit

@@ -11,7 +11,7 @@ import pytest
 
 from engine.core import Phase, SagaStatus, Transition
 from engine.errors import MigrationError, StorageError, StorageFault
-from engine.log import NewSaga
+from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig, migrate, open_connection
 from engine.sqlite_log import MIGRATIONS, SqliteSagaLog
 from tests.support.folders import unwritable_folder

@@ -25,12 +25,12 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidCursor",
     "NewSaga",
-    "Page",
     "PruneBatch",
     "Pruned",
     "SagaFilter",
     "SagaLog",
     "SagaNotFound",
+    "SagaPage",
     "SagaRecord",
     "StaleEpoch",
     "Takeover",
@@ -60,7 +60,7 @@ def payload_digest(payload: bytes) -> str:
 
 
 def encode_cursor(seq: int) -> str:
-    """Page cursors are opaque to callers; adapters encode their creation order in them."""
+    """SagaPage cursors are opaque to callers; adapters encode their creation order in them."""
     return f"s{seq}"
 
 
@@ -133,7 +133,7 @@ class SagaFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
+class SagaPage:
     items: tuple[SagaRecord, ...]
     next_cursor: str | None
 
@@ -282,7 +282,9 @@ class SagaLog(Protocol):
 
     async def transitions(self, saga_id: str) -> list[Transition]: ...
 
-    async def list_sagas(self, flt: SagaFilter, *, limit: int, cursor: str | None = None) -> Page:
+    async def list_sagas(
+        self, flt: SagaFilter, *, limit: int, cursor: str | None = None
+    ) -> SagaPage:
         """Newest first; `cursor` continues a previous page (InvalidCursor if garbled)."""
         ...
 

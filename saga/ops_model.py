@@ -34,17 +34,17 @@ from engine.core import (
 )
 from engine.definition import SagaDefinition
 from engine.errors import EngineError
-from engine.log import SagaFilter, SagaRecord, pruned_before
 from engine.operations import CANCELLED_BY_OPERATOR
+from engine.saga_log import SagaFilter, SagaRecord, pruned_before
+from saga.errors import OpsInputError
 
 __all__ = [
     "Json",
+    "ListedSaga",
     "NextAction",
     "NextStep",
-    "OpsInputError",
     "Outcome",
     "OutcomeKind",
-    "SagaRow",
     "SagaView",
     "Summary",
     "TimelineEntry",
@@ -62,12 +62,6 @@ __all__ = [
 ]
 
 Json = dict[str, object]
-
-
-class OpsInputError(EngineError):
-    """The operator's input cannot be used (a bad duration, status or combination)."""
-
-    code = "invalid_input"
 
 
 # ---- parsing the operator's input -------------------------------------------------------
@@ -158,7 +152,7 @@ def human_duration(ms: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SagaRow:
+class ListedSaga:
     """A saga as `saga ls` lists it."""
 
     id: str
@@ -174,7 +168,7 @@ class SagaRow:
     trace_id: str | None
 
     @classmethod
-    def of(cls, record: SagaRecord, now_ms: int) -> SagaRow:
+    def of(cls, record: SagaRecord, now_ms: int) -> ListedSaga:
         return cls(
             id=record.id,
             status=record.status,
@@ -328,7 +322,7 @@ def what_next(
     return NextStep(NextAction.NOTHING, f"nothing: parked, needs an operator ({hint})")
 
 
-def driver_note(row: SagaRow, now_ms: int) -> str:
+def driver_note(row: ListedSaga, now_ms: int) -> str:
     """Who would take the next step: the owner while its lease lives, else the next runner."""
     if row.status not in ACTIVE_STATUSES:
         return ""
@@ -341,7 +335,7 @@ def driver_note(row: SagaRow, now_ms: int) -> str:
 class SagaView:
     """Everything `saga show` prints about one saga."""
 
-    row: SagaRow
+    row: ListedSaga
     entries: tuple[TimelineEntry, ...]
     next: NextStep
     driver: str
@@ -364,7 +358,7 @@ def saga_view(
     definitions: Mapping[str, SagaDefinition],
     now_ms: int,
 ) -> SagaView:
-    row = SagaRow.of(record, now_ms)
+    row = ListedSaga.of(record, now_ms)
     return SagaView(
         row=row,
         entries=timeline(transitions),

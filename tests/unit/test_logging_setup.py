@@ -8,7 +8,7 @@ import logging
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from engine.logs import SAGA_ID, configure_logging
+from engine.logging_setup import SAGA_ID, configure_logging
 
 
 def test_json_lines_name_the_saga_and_the_trace(capsys: pytest.CaptureFixture[str]) -> None:
