@@ -56,6 +56,20 @@ async def run(opts: Options) -> int:
     """0 when the trip ended (booked or compensated), 1 when it did not."""
     log = open_log(opts.folder)
     participants = Participants.open(opts.folder)
+    try:
+        record = await _drive(log, participants, opts)
+        if record is None:
+            print(f"no trip {opts.trip_id!r} in {opts.folder}", file=sys.stderr)
+            return 1
+        await print_history(log, record)
+        print_participants(participants, opts.trip_id)
+        return 0 if record.status.finished else 1
+    finally:
+        await log.close()
+        participants.close()
+
+
+async def _drive(log: SagaLog, participants: Participants, opts: Options) -> SagaRecord | None:
     definition = trip_saga(participants)
     if opts.crash_after is not None:
         definition = dying_after(definition, opts.crash_after)
@@ -68,20 +82,11 @@ async def run(opts: Options) -> int:
     await runner.start()  # its claim pump looks for unfinished sagas at once
     try:
         record = await _start_or_find(runner, log, opts)
-        if record is not None:
-            record = await wait_finished(log, opts.trip_id, opts.wait_s)
-    finally:
-        await runner.stop()
-    try:
         if record is None:
-            print(f"no trip {opts.trip_id!r} in {opts.folder}", file=sys.stderr)
-            return 1
-        await print_history(log, record)
-        print_participants(participants, opts.trip_id)
-        return 0 if record.status.finished else 1
+            return None
+        return await wait_finished(log, opts.trip_id, opts.wait_s)
     finally:
-        await log.close()
-        participants.close()
+        await runner.stop()  # hands back whatever it still owns, for the next run
 
 
 async def _start_or_find(runner: Runner, log: SagaLog, opts: Options) -> SagaRecord | None:
