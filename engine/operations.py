@@ -29,11 +29,10 @@ __all__ = [
 CANCELLED_BY_OPERATOR = "cancelled_by_operator"
 # Between two batches of a prune, the write lock is left free a moment, so that the other
 # processes' writers (the gateway's) get it between batches rather than only when the lock
-# sharing of engine/sqlite.py steps in. Measured with 16 writers committing in another
-# process while 60,000 sagas were pruned: their commit p99 25 ms with the pause, 38 ms
-# without (11 ms with no prune); the prune took 4.9 s instead of 2.5 s.
+# sharing of engine/sqlite.py steps in; the batch keeps each hold of the lock short. What
+# these cost and save is measured in docs/operations.md (Retention).
 PRUNE_PAUSE_S = 0.02
-# Sagas looked at per prune transaction: ~22 ms of write lock each (README, saga prune).
+# Sagas looked at per prune transaction.
 PRUNE_BATCH = 500
 
 

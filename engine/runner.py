@@ -444,8 +444,8 @@ class Runner:
         policy = step.retry
 
         # The first attempt runs without tenacity: nearly every step succeeds at once, and
-        # building and iterating an AsyncRetrying for each one was a quarter of the event
-        # loop's time under load (README, Benchmarks). If it fails, tenacity takes over as
+        # building and iterating an AsyncRetrying for each one was a large share of the
+        # event loop's time under load (docs/benchmarks.md). If it fails, tenacity takes over as
         # though it had made that attempt itself: the failure is replayed as tenacity's
         # attempt 1, so the attempt budget and every backoff are exactly as before.
         if self._stopping:

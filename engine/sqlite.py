@@ -133,7 +133,7 @@ def open_connection(cfg: DbConfig) -> apsw.Connection:
 # it taken sleeps in its busy handler and tries again, and SQLite's own handler backs off
 # to 100 ms between tries. A writer with work queued starts its next transaction within
 # microseconds of its COMMIT, so a busy process could keep the lock for seconds while the
-# other slept (measured: commits stalled up to 2.9 s with two processes writing at once).
+# other slept (docs/architecture.md, One owner for SQLite, has the measurements).
 # So a waiter polls every half millisecond, and a writer that has run transactions back to
 # back for FAIR_AFTER_S leaves the lock free for FAIR_GAP_S, long enough for a waiter's
 # next poll to take it.
@@ -404,8 +404,8 @@ class Writer:
         """Tell every caller of the batch how its unit went. Threads are told directly;
         coroutines through one `call_soon_threadsafe` per event loop: each such call
         writes to the loop's self-pipe and takes a turn of the loop; done per unit, with a
-        Future and a chaining callback each, it cost the loop about a quarter of its
-        time under load (README, Benchmarks)."""
+        Future and a chaining callback each, it was a large share of the loop's time
+        under load (docs/benchmarks.md)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for outcome in outcomes:
             unit, ok, value = outcome

@@ -40,7 +40,7 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 OURS = {name: svc for name, svc in SERVICES.items() if "build" in svc}
 PARTICIPANTS = ("order", "payment", "inventory")
 
-# Every setting the contract and the README document; a typo is not a setting.
+# Every setting docs/reference.md documents; a typo is not a setting.
 KNOWN_SETTINGS = {
     "SAGA_DATA_DIR", "SAGA_LOG_DB_PATH", "REDIS_URL", "SAGA_LEASE_S",
     "SAGA_RECOVERY_INTERVAL_S", "SAGA_RECOVERY_CONCURRENCY", "INVENTORY_SEED_STOCK",
