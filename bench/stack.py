@@ -17,33 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import http.client
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-__all__ = [
-    "CLOCK_TICKS",
-    "BenchStack",
-    "Proc",
-    "StackError",
-    "free_port",
-    "grpc_serving",
-    "http_ok",
-    "tcp_open",
-]
+from saga.probes import free_port, grpc_serving, http_ok, tcp_open
+
+__all__ = ["CLOCK_TICKS", "BenchStack", "Proc", "StackError"]
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 SERVICES: Final = {
@@ -66,87 +54,6 @@ SEED_STOCK: Final = "prod_1=1000000000,prod_2=10,prod_3=0"
 
 class StackError(RuntimeError):
     """A process of the stack exited or did not get ready; the message ends with its log."""
-
-
-# The probes and the clean environment below are shared with the test suites'
-# real-process helpers (tests/support/procs.py), which import them from here.
-
-
-# Ports this process has handed out: a port is given once, so two processes of one stack
-# (or a daemon started while the gateway is down) never get the same one. gRPC servers
-# bind with SO_REUSEPORT, so a duplicate would not even fail: both would listen.
-_HANDED_OUT: set[int] = set()
-# Below the kernel's ephemeral range, so that no outgoing connection's local port can take
-# a chosen port in the moment between choosing it and the server binding it.
-_LOW_PORT: Final = 20000
-
-
-def _ephemeral_start() -> int:
-    try:
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
-        return int(text.split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on, not handed out before by this process, and outside
-    the ephemeral range where the kernel could give it to a client socket meanwhile."""
-    high = _ephemeral_start()
-    rng = random.Random()
-    for _ in range(200):
-        if high - _LOW_PORT > 1000:
-            port = rng.randrange(_LOW_PORT, high)
-            usable = _bindable(host, port)
-        else:  # an unusual range leaves no room below it: let the OS choose
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((host, 0))
-                port, usable = int(sock.getsockname()[1]), True
-        if usable and port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise StackError("no free TCP port found in 200 tries")
-
-
-def tcp_open(host: str, port: int, timeout: float = 0.25) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def grpc_serving(address: str, service: str = "", timeout: float = 0.5) -> bool:
-    """One gRPC health check: True when `service` ("" = the server) is SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError, http.client.HTTPException):
-        return False  # refused, timed out, or something that does not speak HTTP/1.1
 
 
 @dataclass

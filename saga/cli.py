@@ -146,7 +146,7 @@ def probe(kind: str, target: str, service: str, timeout_s: float) -> None:
     saga probe grpc 127.0.0.1:9090           # the standard gRPC health check
     saga probe http http://127.0.0.1:8080/healthz
     """
-    from saga.probe import probe_grpc, probe_http
+    from saga.probes import probe_grpc, probe_http
 
     why = (
         probe_grpc(target, service, timeout_s) if kind == "grpc" else probe_http(target, timeout_s)

@@ -10,7 +10,7 @@ import socket
 import threading
 from pathlib import Path
 
-from bench.stack import free_port, http_ok
+from saga.probes import free_port, http_ok
 
 
 def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:

@@ -29,7 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from bench.stack import SERVICES, base_env, free_port, grpc_serving, tcp_open
+from bench.stack import SERVICES, base_env
+from saga.probes import free_port, grpc_serving, http_ok, tcp_open
 
 __all__ = [
     "ProcessFailed",
@@ -38,6 +39,7 @@ __all__ = [
     "base_env",
     "free_port",
     "grpc_serving",
+    "http_ok",
     "kill_all",
     "start_service",
     "tcp_open",
