@@ -119,21 +119,6 @@ def gateway() -> None:
     run_gateway(os.environ)
 
 
-@main.command(
-    context_settings={"ignore_unknown_options": True, "help_option_names": []},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """Run a benchmark (the same as python -m bench), e.g. saga bench engine --quick.
-
-    Everything after `bench` goes to the benchmark's own command line: saga bench --help.
-    """
-    from bench.cli import main as bench_main
-
-    bench_main.main(list(args), prog_name="saga bench")
-
-
 @main.command()
 @click.argument("kind", type=click.Choice(["grpc", "http"]))
 @click.argument("target")
