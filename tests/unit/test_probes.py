@@ -1,4 +1,4 @@
-"""The real-process helpers' ports and probes: a stack's processes never share a port.
+"""saga.probes, behind every real-process helper: a stack's processes never share a port.
 
 A gateway once got the same port as a gRPC service of its own stack (CI): gRPC binds with
 SO_REUSEPORT, the gateway could not bind, and its readiness probe read HTTP/2 frames.
