@@ -1,4 +1,4 @@
-"""Benchmarks of the saga engine (`python -m bench`, or `saga bench`).
+"""Benchmarks of the saga engine (`python -m bench`).
 
 Benchmarks are not tests: they print numbers beside baselines measured in the same run,
 as ratios and medians of repetitions, and nothing in the test suite asserts a time (a

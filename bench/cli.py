@@ -1,4 +1,8 @@
-"""`python -m bench` (and `saga bench`): one subcommand per benchmark.
+"""`python -m bench`: one subcommand per benchmark.
+
+Only this command line runs the benchmarks. They depend on the product (the engine, the
+`saga` processes, saga.children, saga.probes) and never the other way round: the `saga`
+command has no benchmark subcommand, and no product package imports `bench`.
 
 Each subcommand builds its frozen settings from its flags and hands them to its module's
 `run`; the benchmark modules are imported inside the commands, so one benchmark's

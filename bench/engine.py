@@ -28,7 +28,6 @@ from typing import Final
 
 from bench import dbos_baseline
 from bench.dbos_baseline import DbosApi, DbosJournal
-from bench.probe import ProbeLog
 from bench.report import (
     Series,
     fmt_ms,
@@ -41,6 +40,7 @@ from bench.report import (
     write_chart,
     write_outputs,
 )
+from bench.watched_log import WatchedLog
 from engine.core import SagaStatus
 from engine.definition import Done, SagaDefinition, Step, StepContext, StepKind, StepResult
 from engine.memory_log import MemorySagaLog
@@ -152,11 +152,11 @@ class EngineReport:
 # ---- one measurement of the engine --------------------------------------------------------
 
 
-def _definition(probe: ProbeLog) -> SagaDefinition:
+def _definition(watched: WatchedLog) -> SagaDefinition:
     async def noop(ctx: StepContext) -> StepResult:
         started = time.perf_counter()
         result = Done()
-        probe.action_took(ctx.saga_id, ctx.step, ctx.attempt, time.perf_counter() - started)
+        watched.action_took(ctx.saga_id, ctx.step, ctx.attempt, time.perf_counter() - started)
         return result
 
     kinds = (StepKind.COMPENSATABLE, StepKind.COMPENSATABLE, StepKind.PIVOT)
@@ -164,7 +164,7 @@ def _definition(probe: ProbeLog) -> SagaDefinition:
     return SagaDefinition(DEFINITION, steps)
 
 
-async def _drive(runner: Runner, probe: ProbeLog, concurrency: int, sagas: int) -> float:
+async def _drive(runner: Runner, watched: WatchedLog, concurrency: int, sagas: int) -> float:
     todo = iter(range(sagas))
 
     async def worker() -> None:
@@ -173,7 +173,7 @@ async def _drive(runner: Runner, probe: ProbeLog, concurrency: int, sagas: int) 
             created = await runner.start_saga(NewSaga(saga_id, DEFINITION, PAYLOAD))
             if created.record.owner is None:  # queued for a pump that is not running
                 raise BenchError(f"{saga_id} was queued instead of driven: runner full")
-            await probe.finished(saga_id)
+            await watched.finished(saga_id)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -190,21 +190,21 @@ async def _measure_engine(
         inner = SqliteSagaLog.open(cfg, on_batch=batches.append)
     else:
         inner = MemorySagaLog()
-    probe = ProbeLog(inner)
+    watched = WatchedLog(inner)
     # A saga keeps its runner slot for a moment after its terminal status is durable
     # (its task is still returning); room for twice the concurrency means the next
     # saga never finds the runner full and gets queued instead of driven.
     settings = RunnerSettings(owner="bench", capacity=2 * concurrency, claim=False)
-    runner = Runner(probe, [_definition(probe)], settings)
+    runner = Runner(watched, [_definition(watched)], settings)
     await runner.start()
     try:
         async with asyncio.timeout(DEADLINE_S + sagas / 20):  # hang → error, never forever
-            seconds = await _drive(runner, probe, concurrency, sagas)
+            seconds = await _drive(runner, watched, concurrency, sagas)
         window = batches[:]
-        counts = await probe.count_by_status()
+        counts = await watched.count_by_status()
     finally:
         await runner.stop()
-        await probe.close()
+        await watched.close()
     durable = backend is Backend.DURABLE
     run = Run(
         backend,
@@ -212,11 +212,11 @@ async def _measure_engine(
         rep,
         sagas,
         seconds,
-        transitions=probe.written,
+        transitions=watched.written,
         commits=len(window) if durable else None,
         units=sum(b.units for b in window) if durable else None,
-        overhead_p50_s=percentile(probe.overheads, 50),
-        overhead_p99_s=percentile(probe.overheads, 99),
+        overhead_p50_s=percentile(watched.overheads, 50),
+        overhead_p99_s=percentile(watched.overheads, 99),
     )
     if counts[SagaStatus.COMPLETED] != sagas:  # a fast wrong answer is no answer
         return replace(run, seconds=None, error=f"only {counts} of {sagas} sagas completed")

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Final
 
 from bench.report import fmt_num
-from bench.stack import Proc
+from saga.children import Child
 
 __all__ = [
     "CpuMeter",
@@ -85,7 +85,7 @@ class CpuMeter:
     """CPU seconds each process used between `start` and `stop`, as cores (CPU seconds
     per second of wall time): 1.0 is one core busy for the whole interval."""
 
-    def __init__(self, procs: Mapping[str, Proc]) -> None:
+    def __init__(self, procs: Mapping[str, Child]) -> None:
         self._procs = dict(procs)
         self._t0 = 0.0
         self._c0: dict[str, float] = {}

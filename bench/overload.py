@@ -33,12 +33,13 @@ from typing import Final
 from bench.loadgen import CLIENT_FULL, CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec
 from bench.measure import fetch_orders, wait_settled
 from bench.report import fmt_ms, fmt_num, machine, markdown_table, percentile, write_outputs
-from bench.stack import BenchStack, Proc
+from bench.stack import BenchStack
 from engine.core import ACTIVE_STATUSES
 from engine.sqlite import DbConfig, open_connection
 from orders.audit import audit
 from orders.audit_io import read_snapshot
 from orders.participants import ServiceAddresses
+from saga.children import Child
 
 __all__ = ["OverloadReport", "OverloadSettings", "Run", "run"]
 
@@ -111,7 +112,7 @@ def _status_key(status: int, error: str) -> str:
 class _Sampler:
     """Samples the gateway's RSS and the queue depth every `every_s` in a thread."""
 
-    def __init__(self, gateway: Proc, log_path: Path, every_s: float = 0.25) -> None:
+    def __init__(self, gateway: Child, log_path: Path, every_s: float = 0.25) -> None:
         self._gateway = gateway
         self._log_path = log_path
         self._every_s = every_s

@@ -1,7 +1,7 @@
 """The real stack for the benchmarks that need it (e2e, recovery, overload): the three
 services, the gateway, a recovery daemon and a private Redis, each its own process on
-free ports, sharing one fresh data folder; plus what a benchmark reads off a process
-(CPU seconds, resident memory) from /proc.
+free ports, sharing one fresh data folder. Each process is a saga.children.Child, which
+also reads what a benchmark measures off it (CPU seconds, resident memory).
 
 Deliberately separate from tests/support/stack.py: the benchmarks are an installed
 package and must not import the test suite; what they need is smaller (start, wait until
@@ -15,212 +15,25 @@ ready, measure, kill).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import http.client
-import os
-import random
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-__all__ = [
-    "CLOCK_TICKS",
-    "BenchStack",
-    "Proc",
-    "StackError",
-    "free_port",
-    "grpc_serving",
-    "http_ok",
-    "tcp_open",
-]
+from saga.children import SERVICE_ADDR_VARS, Child, base_env, saga_argv
+from saga.probes import free_port, grpc_serving, http_ok, tcp_open
 
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
-SERVICES: Final = {
-    "order": "ORDER_SERVICE_ADDR",
-    "payment": "PAYMENT_SERVICE_ADDR",
-    "inventory": "INVENTORY_SERVICE_ADDR",
-}
-# Settings of the project a developer's shell may have set: the stack says what it means.
-_PROJECT_VARS: Final = (
-    "REDIS_URL",
-    "HTTP_ADDR",
-    "RECOVERY_METRICS_ADDR",
-    "INVENTORY_SEED_STOCK",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    *SERVICES.values(),
-)
+__all__ = ["BenchStack", "StackError"]
+
 # Enough stock that no benchmark runs dry: every order is for one prod_1.
 SEED_STOCK: Final = "prod_1=1000000000,prod_2=10,prod_3=0"
 
 
 class StackError(RuntimeError):
-    """A process of the stack exited or did not get ready; the message ends with its log."""
-
-
-# The probes and the clean environment below are shared with the test suites'
-# real-process helpers (tests/support/procs.py), which import them from here.
-
-
-# Ports this process has handed out: a port is given once, so two processes of one stack
-# (or a daemon started while the gateway is down) never get the same one. gRPC servers
-# bind with SO_REUSEPORT, so a duplicate would not even fail: both would listen.
-_HANDED_OUT: set[int] = set()
-# Below the kernel's ephemeral range, so that no outgoing connection's local port can take
-# a chosen port in the moment between choosing it and the server binding it.
-_LOW_PORT: Final = 20000
-
-
-def _ephemeral_start() -> int:
-    try:
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
-        return int(text.split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on, not handed out before by this process, and outside
-    the ephemeral range where the kernel could give it to a client socket meanwhile."""
-    high = _ephemeral_start()
-    rng = random.Random()
-    for _ in range(200):
-        if high - _LOW_PORT > 1000:
-            port = rng.randrange(_LOW_PORT, high)
-            usable = _bindable(host, port)
-        else:  # an unusual range leaves no room below it: let the OS choose
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((host, 0))
-                port, usable = int(sock.getsockname()[1]), True
-        if usable and port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise StackError("no free TCP port found in 200 tries")
-
-
-def tcp_open(host: str, port: int, timeout: float = 0.25) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def grpc_serving(address: str, service: str = "", timeout: float = 0.5) -> bool:
-    """One gRPC health check: True when `service` ("" = the server) is SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError, http.client.HTTPException):
-        return False  # refused, timed out, or something that does not speak HTTP/1.1
-
-
-@dataclass
-class Proc:
-    """One child process of the stack, in its own session, output to its log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def wait_ready(self, ready: Callable[[], bool], timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            if not self.alive:
-                raise StackError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise StackError(f"{self.name} was not ready in {timeout_s:g}s:\n{self.tail()}")
-            time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time this process has used so far (/proc/PID/stat)."""
-        try:
-            with open(f"/proc/{self.pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-    def rss_bytes(self) -> int | None:
-        """Resident set size now (VmRSS of /proc/PID/status); None once it has exited."""
-        try:
-            with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-
-    def kill(self) -> None:
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-        self.popen.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def base_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without the project's settings (SAGA_*, *_ADDR, …),
-    plus `overrides`: a child sees only what its caller sets. The services' metrics
-    endpoints go on free ports, so that stacks never collide on the defaults."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SAGA_") and k not in _PROJECT_VARS
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    for var in ("ORDER_METRICS_ADDR", "PAYMENT_METRICS_ADDR", "INVENTORY_METRICS_ADDR"):
-        env[var] = "127.0.0.1:0"
-    env.update(overrides)
-    return env
+    """The stack cannot be started as asked (a process failing to get ready is ChildFailed)."""
 
 
 @dataclass
@@ -232,10 +45,10 @@ class BenchStack:
     seed_stock: str = SEED_STOCK
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
-    services: dict[str, Proc] = field(default_factory=dict)
-    gateway: Proc | None = None
-    daemon: Proc | None = None
-    redis_proc: Proc | None = None
+    services: dict[str, Child] = field(default_factory=dict)
+    gateway: Child | None = None
+    daemon: Child | None = None
+    redis_proc: Child | None = None
 
     def __post_init__(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
@@ -245,7 +58,7 @@ class BenchStack:
             SAGA_LOG_LEVEL="WARNING",  # a log line per saga would be the bottleneck
             HTTP_ADDR=f"127.0.0.1:{self.port}",
             INVENTORY_SEED_STOCK=self.seed_stock,
-            **{var: f"127.0.0.1:{free_port()}" for var in SERVICES.values()},
+            **{var: f"127.0.0.1:{free_port()}" for var in SERVICE_ADDR_VARS.values()},
         )
 
     @property
@@ -260,7 +73,7 @@ class BenchStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def processes(self) -> dict[str, Proc]:
+    def processes(self) -> dict[str, Child]:
         """Every process of the stack now running, by role."""
         procs = dict(self.services)
         for name, proc in (
@@ -272,22 +85,11 @@ class BenchStack:
                 procs[name] = proc
         return procs
 
-    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Proc:
-        log_path = self.root / f"{name}.log"
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                argv,
-                env=dict(env),
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return Proc(name, popen, log_path)
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Child:
+        return Child.spawn(name, argv, env, log_path=self.root / f"{name}.log", cwd=self.root)
 
-    def _saga(self, name: str, args: list[str], env: Mapping[str, str]) -> Proc:
-        return self._spawn(name, [sys.executable, "-m", "saga", *args], env)
+    def _saga(self, name: str, args: list[str], env: Mapping[str, str]) -> Child:
+        return self._spawn(name, saga_argv(args), env)
 
     def start_redis(self) -> None:
         binary = shutil.which("redis-server")
@@ -301,12 +103,12 @@ class BenchStack:
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
 
     def start_services(self) -> None:
-        for name in SERVICES:
+        for name in SERVICE_ADDR_VARS:
             self.services[name] = self._saga(name, ["service", name], self.env)
-        for name, var in SERVICES.items():
+        for name, var in SERVICE_ADDR_VARS.items():
             self.services[name].wait_ready(functools.partial(grpc_serving, self.env[var]))
 
-    def start_gateway(self, *, memory: bool = False, **extra: str) -> Proc:
+    def start_gateway(self, *, memory: bool = False, **extra: str) -> Child:
         if self.redis and "REDIS_URL" not in self.env:
             self.start_redis()
         env = {**self.env, "SAGA_ENV": "test", **extra}  # test mode: memory is allowed
@@ -316,7 +118,7 @@ class BenchStack:
         self.gateway.wait_ready(lambda: http_ok(self.url + "/healthz"))
         return self.gateway
 
-    def start_recovery(self, **extra: str) -> Proc:
+    def start_recovery(self, **extra: str) -> Child:
         port = free_port()
         env = {**self.env, "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}", **extra}
         self.daemon = self._saga("recovery", ["recovery"], env)

@@ -119,21 +119,6 @@ def gateway() -> None:
     run_gateway(os.environ)
 
 
-@main.command(
-    context_settings={"ignore_unknown_options": True, "help_option_names": []},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """Run a benchmark (the same as python -m bench), e.g. saga bench engine --quick.
-
-    Everything after `bench` goes to the benchmark's own command line: saga bench --help.
-    """
-    from bench.cli import main as bench_main
-
-    bench_main.main(list(args), prog_name="saga bench")
-
-
 @main.command()
 @click.argument("kind", type=click.Choice(["grpc", "http"]))
 @click.argument("target")
@@ -146,7 +131,7 @@ def probe(kind: str, target: str, service: str, timeout_s: float) -> None:
     saga probe grpc 127.0.0.1:9090           # the standard gRPC health check
     saga probe http http://127.0.0.1:8080/healthz
     """
-    from saga.probe import probe_grpc, probe_http
+    from saga.probes import probe_grpc, probe_http
 
     why = (
         probe_grpc(target, service, timeout_s) if kind == "grpc" else probe_http(target, timeout_s)

@@ -12,10 +12,8 @@ whatever is still running after the grace period.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +22,7 @@ from types import FrameType
 
 from engine.config import env_float
 from engine.logging_setup import configure_logging
+from saga.children import Child
 
 log = logging.getLogger("saga.up")
 
@@ -51,9 +50,12 @@ class UpSettings:
 
 
 @dataclass(slots=True)
-class Child:
+class Supervised:
+    """One command of the stack, and the child now running it (None while it waits out its
+    restart pause)."""
+
     argv: tuple[str, ...]
-    proc: subprocess.Popen[bytes] | None = None
+    child: Child | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
@@ -64,16 +66,13 @@ class Child:
         return " ".join(self.argv)
 
 
-def _spawn(child: Child, env: Mapping[str, str]) -> None:
-    child.proc = subprocess.Popen(
-        [sys.executable, "-m", "saga", *child.argv],
-        env=dict(env),
-        # Own process group: a Ctrl-C in the terminal reaches the supervisor only, which
-        # then stops the children in order instead of all of them racing at once.
-        start_new_session=True,
-    )
-    child.started_at = time.monotonic()
-    log.info("started %s (pid %d)", child.name, child.proc.pid)
+def _spawn(slot: Supervised, env: Mapping[str, str]) -> None:
+    # Output shared with ours; its own session, so that a Ctrl-C in the terminal reaches
+    # the supervisor only, which then stops the children in order instead of all of them
+    # racing at once.
+    slot.child = Child.saga(slot.argv, env)
+    slot.started_at = time.monotonic()
+    log.info("started %s (pid %d)", slot.name, slot.child.pid)
 
 
 def run_up(env: Mapping[str, str], stack: Sequence[tuple[str, ...]] = STACK) -> int:
@@ -88,49 +87,46 @@ def run_up(env: Mapping[str, str], stack: Sequence[tuple[str, ...]] = STACK) -> 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    children = [Child(tuple(argv)) for argv in stack]
-    for child in children:
-        _spawn(child, env)
+    slots = [Supervised(tuple(argv)) for argv in stack]
+    for slot in slots:
+        _spawn(slot, env)
     while not stop.wait(0.2):
         now = time.monotonic()
-        for child in children:
-            if child.proc is None:
-                if now >= child.next_start:
-                    _spawn(child, env)
+        for slot in slots:
+            if slot.child is None:
+                if now >= slot.next_start:
+                    _spawn(slot, env)
                 continue
-            code = child.proc.poll()
+            code = slot.child.returncode
             if code is None:
                 continue
-            if code == CANNOT_START and not child.ran_before:
-                log.error("%s cannot start (its error is above); stopping the stack", child.name)
-                _stop_all(children, settings.grace_s)
+            if code == CANNOT_START and not slot.ran_before:
+                log.error("%s cannot start (its error is above); stopping the stack", slot.name)
+                _stop_all(slots, settings.grace_s)
                 return CANNOT_START
-            child.ran_before = True
+            slot.ran_before = True
             # A child that ran a while before dying gets a fresh backoff.
-            if now - child.started_at > 30:
-                child.restarts = 0
-            child.restarts += 1
-            delay = min(settings.restart_max_backoff_s, 0.5 * 2 ** (child.restarts - 1))
-            log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
-            child.proc = None
-            child.next_start = now + delay
-    return _stop_all(children, settings.grace_s)
+            if now - slot.started_at > 30:
+                slot.restarts = 0
+            slot.restarts += 1
+            delay = min(settings.restart_max_backoff_s, 0.5 * 2 ** (slot.restarts - 1))
+            log.warning("%s exited with %s; restarting in %.1fs", slot.name, code, delay)
+            slot.child = None
+            slot.next_start = now + delay
+    return _stop_all(slots, settings.grace_s)
 
 
-def _stop_all(children: Sequence[Child], grace_s: float) -> int:
-    running = [c for c in children if c.proc is not None and c.proc.poll() is None]
+def _stop_all(slots: Sequence[Supervised], grace_s: float) -> int:
+    running = [(s.name, s.child) for s in slots if s.child is not None and s.child.alive]
     # Gateway and daemon first (they drain and hand sagas back), then the services.
-    for child in reversed(running):
-        assert child.proc is not None
-        os.kill(child.proc.pid, signal.SIGTERM)
+    for _, child in reversed(running):
+        child.send(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    for child in running:
-        assert child.proc is not None
+    for name, child in running:
         try:
-            child.proc.wait(max(0.0, deadline - time.monotonic()))
+            child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0fs; killing it", child.name, grace_s)
-            child.proc.kill()
-            child.proc.wait()
+            log.warning("%s did not stop in %.0fs; killing it", name, grace_s)
+            child.kill()
     log.info("stack stopped")
     return 0

@@ -3,11 +3,10 @@ and a child that dies is started again."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.procs import base_env, free_port
+from tests.support.procs import SagaProcess, base_env, free_port
 from tests.support.stack import http_ok, wait_terminal
 
 
@@ -39,7 +38,7 @@ def children(pid: int) -> dict[int, str]:
 
 @dataclass
 class Up:
-    proc: subprocess.Popen[bytes]
+    proc: SagaProcess
     url: str
 
 
@@ -51,8 +50,9 @@ def dead(pid: int) -> bool:
         return True
 
 
-def start_up(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    """`saga up` on its own free ports, the gateway on `port`; output in up.log."""
+def up_process(tmp_path: Path, port: int) -> SagaProcess:
+    """`saga up` on its own free ports, the gateway on `port`; output in up.log. Ready
+    when the gateway's /readyz answers, which needs every service."""
     env = base_env(
         SAGA_DATA_DIR=str(tmp_path / "var"),
         HTTP_ADDR=f"127.0.0.1:{port}",
@@ -62,29 +62,19 @@ def start_up(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
         RECOVERY_METRICS_ADDR=f"127.0.0.1:{free_port()}",
         SAGA_LOG_FORMAT="text",
     )
-    log = (tmp_path / "up.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "saga", "up"], env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    ready = functools.partial(http_ok, f"http://127.0.0.1:{port}/readyz")
+    return SagaProcess(["up"], env, tmp_path / "up.log", ready)
 
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
     port = free_port()
-    proc = start_up(tmp_path, port)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not http_ok(url + "/readyz"):
-        assert proc.poll() is None, (tmp_path / "up.log").read_text()
-        assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
-        time.sleep(0.1)
-    yield Up(proc, url)
-    if proc.poll() is None:
+    proc = up_process(tmp_path, port).start()
+    yield Up(proc, f"http://127.0.0.1:{port}")
+    if proc.running:
         for pid in children(proc.pid):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
-        proc.wait()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -134,14 +124,12 @@ def test_a_child_that_cannot_start_stops_the_stack_with_its_error(tmp_path: Path
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        proc = start_up(tmp_path, taken.getsockname()[1])
+        proc = up_process(tmp_path, taken.getsockname()[1]).start(wait=False)
         try:
             code = proc.wait(60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    output = (tmp_path / "up.log").read_text()
+            proc.kill()
+    output = proc.output()
     assert code == 2, output
     assert "cannot listen on" in output and "Address already in use" in output, output
     assert "gateway cannot start" in output and "stopping the stack" in output, output

@@ -9,6 +9,8 @@ extra, not installed by scripts/test); without them the harness skips them and s
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -54,11 +56,20 @@ def test_engine_quick_writes_a_row_for_every_backend(tmp_path: Path) -> None:
     assert (tmp_path / "engine.png").exists() == HAS_MATPLOTLIB
 
 
-def test_saga_bench_forwards_to_the_benchmarks() -> None:
-    result = CliRunner().invoke(saga_main, ["bench", "engine", "--help"])
-    assert result.exit_code == 0, result.output
-    assert "saga bench engine" in result.output
-    assert "--quick" in result.output
+def test_the_benchmarks_run_as_python_m_bench_and_not_from_saga() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "engine", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "python -m bench engine" in done.stdout
+    assert "--quick" in done.stdout
+    result = CliRunner().invoke(saga_main, ["bench", "engine"])
+    assert result.exit_code == 2
+    assert "No such command 'bench'" in result.output
 
 
 def test_percentile_is_nearest_rank_and_median_skips_nothing_real() -> None:

@@ -18,38 +18,35 @@ kills whatever a failing test left behind.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Self
 
-from bench.stack import SERVICES, base_env, free_port, grpc_serving, tcp_open
+from saga.children import SERVICE_ADDR_VARS, Child, ChildFailed, base_env
+from saga.probes import free_port, grpc_serving, http_ok, tcp_open
 
 __all__ = [
+    "SERVICE_ADDR_VARS",
     "ProcessFailed",
     "SagaProcess",
     "ServiceProcess",
     "base_env",
     "free_port",
     "grpc_serving",
+    "http_ok",
     "kill_all",
     "start_service",
     "tcp_open",
 ]
 
-SERVICE_ADDR_VARS: Final = SERVICES
+# A process exited or did not get ready in time; the message ends with its log.
+ProcessFailed = ChildFailed
 
 _LIVE: set[SagaProcess] = set()
-
-
-class ProcessFailed(RuntimeError):
-    """A process exited or did not get ready in time; the message ends with its log."""
 
 
 class SagaProcess:
@@ -71,7 +68,7 @@ class SagaProcess:
         self.ready = ready
         self.cwd = cwd or log_path.parent
         self.ready_timeout = ready_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child: Child | None = None
 
     @property
     def name(self) -> str:
@@ -79,17 +76,15 @@ class SagaProcess:
 
     @property
     def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError(f"{self.name} was never started")
-        return self._proc.pid
+        return self._started().pid
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.alive
 
     @property
     def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
+        return None if self._child is None else self._child.returncode
 
     def output(self) -> str:
         """Everything the process (and its earlier runs) wrote to stdout and stderr."""
@@ -104,78 +99,65 @@ class SagaProcess:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.cwd.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
+        with self.log_path.open("ab") as log:  # where each run begins, in a shared log
             log.write(f"--- {self.name}: start at {time.time():.3f}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "saga", *self.args],
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a SIGKILL of the test runner's group spares it
-            )
+        self._child = Child.saga(
+            self.args, self.env, name=self.name, log_path=self.log_path, cwd=self.cwd
+        )
         _LIVE.add(self)
         if wait:
             self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (self.ready_timeout if timeout is None else timeout)
-        while True:
-            code = self.returncode
-            if code is not None:
-                raise ProcessFailed(f"{self.name} exited with {code}:\n{self._tail()}")
-            if self.ready():
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise ProcessFailed(f"{self.name} was not ready in time:\n{self._tail()}")
-            time.sleep(0.05)
+        """Return once `ready()` is true; ProcessFailed (with the log) if it exits first or
+        is not ready in time (it is killed then)."""
+        timeout_s = self.ready_timeout if timeout is None else timeout
+        try:
+            self._started().wait_ready(self.ready, timeout_s)
+        except ChildFailed:
+            _LIVE.discard(self)
+            raise
 
     def wait(self, timeout: float = 30.0) -> int:
         """Wait for the process to exit on its own; its exit code."""
-        if self._proc is None:
-            raise RuntimeError(f"{self.name} was never started")
-        code = self._proc.wait(timeout)
+        code = self._started().wait(timeout)
         _LIVE.discard(self)
         return code
 
+    def send_signal(self, signum: int) -> None:
+        self._started().send(signum)
+
     def kill(self) -> int | None:
         """SIGKILL (no clean-up of any kind in the child), then reap it. Its exit code."""
-        if self._proc is None:
+        if self._child is None:
             return None
-        if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGKILL)
-        code = self._proc.wait()
+        code = self._child.kill()
         _LIVE.discard(self)
         return code
 
     def terminate(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait for a graceful exit; SIGKILL after `timeout`. Its exit code."""
-        if self._proc is None:
+        if self._child is None:
             return None
-        if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.wait()
+        self._child.send(signal.SIGTERM)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
 
     def restart(self, *, wait: bool = True) -> Self:
         """SIGKILL if still running, then start again with the same command, env and log."""
         self.kill()
         return self.start(wait=wait)
 
-    def _tail(self, lines: int = 40) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
+    def _started(self) -> Child:
+        if self._child is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self._child
 
     def __enter__(self) -> Self:
-        if self._proc is None:
+        if self._child is None:
             self.start()
         return self
 

@@ -30,7 +30,6 @@ import httpx
 import pytest
 import redis
 
-from bench.stack import http_ok
 from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
@@ -47,6 +46,7 @@ from tests.support.procs import (
     ServiceProcess,
     base_env,
     free_port,
+    http_ok,
     start_service,
     tcp_open,
 )

@@ -1,4 +1,4 @@
-"""The real-process helpers' ports and probes: a stack's processes never share a port.
+"""saga.probes, behind every real-process helper: a stack's processes never share a port.
 
 A gateway once got the same port as a gRPC service of its own stack (CI): gRPC binds with
 SO_REUSEPORT, the gateway could not bind, and its readiness probe read HTTP/2 frames.
@@ -10,7 +10,7 @@ import socket
 import threading
 from pathlib import Path
 
-from bench.stack import free_port, http_ok
+from saga.probes import free_port, http_ok
 
 
 def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:

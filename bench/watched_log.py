@@ -33,7 +33,7 @@ from engine.saga_log import (
     Takeover,
 )
 
-__all__ = ["ProbeLog"]
+__all__ = ["WatchedLog"]
 
 _OUTCOMES: Final = frozenset({Phase.DONE, Phase.REFUSED, Phase.ERROR})
 _TERMINAL: Final = frozenset(
@@ -43,7 +43,7 @@ _TERMINAL: Final = frozenset(
 _Key = tuple[str, str, int]  # (saga id, step, attempt)
 
 
-class ProbeLog:
+class WatchedLog:
     """`SagaLog` around another one; see the module's docstring for what it records."""
 
     def __init__(self, inner: SagaLog) -> None:
