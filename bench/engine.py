@@ -28,6 +28,7 @@ from typing import Final
 
 from bench import dbos_baseline
 from bench.dbos_baseline import DbosApi, DbosJournal
+from bench.errors import BenchError
 from bench.report import (
     Series,
     fmt_ms,
@@ -51,7 +52,6 @@ from engine.sqlite_log import SqliteSagaLog
 
 __all__ = [
     "Backend",
-    "BenchError",
     "EngineBenchSettings",
     "EngineReport",
     "Row",
@@ -69,10 +69,6 @@ TARGET_CONCURRENCY: Final = 64
 # The team's reference figure: DBOS on SQLite, three-step workflows, this 2-core machine.
 DBOS_REFERENCE_PER_S: Final = 260.0
 DEADLINE_S: Final = 120.0
-
-
-class BenchError(Exception):
-    """The benchmark could not measure what it set out to (not a slow result: a wrong one)."""
 
 
 class Backend(StrEnum):
@@ -171,7 +167,7 @@ async def _drive(runner: Runner, watched: WatchedLog, concurrency: int, sagas: i
         for i in todo:  # one iterator shared by all workers: each saga is taken once
             saga_id = f"bench-{i:07d}"
             created = await runner.start_saga(NewSaga(saga_id, DEFINITION, PAYLOAD))
-            if created.record.owner is None:  # queued for a pump that is not running
+            if created.queued:  # for a pump that is not running
                 raise BenchError(f"{saga_id} was queued instead of driven: runner full")
             await watched.finished(saga_id)
 

@@ -23,17 +23,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from bench.errors import StackError
 from saga.children import SERVICE_ADDR_VARS, Child, base_env, saga_argv
 from saga.probes import free_port, grpc_serving, http_ok, tcp_open
 
-__all__ = ["BenchStack", "StackError"]
+__all__ = ["BenchStack"]
 
 # Enough stock that no benchmark runs dry: every order is for one prod_1.
 SEED_STOCK: Final = "prod_1=1000000000,prod_2=10,prod_3=0"
-
-
-class StackError(RuntimeError):
-    """The stack cannot be started as asked (a process failing to get ready is ChildFailed)."""
 
 
 @dataclass

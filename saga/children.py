@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from saga.errors import CliError
+
 __all__ = ["CLOCK_TICKS", "SERVICE_ADDR_VARS", "Child", "ChildFailed", "base_env", "saga_argv"]
 
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
@@ -63,7 +65,7 @@ def saga_argv(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "saga", *args]
 
 
-class ChildFailed(RuntimeError):
+class ChildFailed(CliError):
     """A child exited or did not get ready in time; the message ends with its log."""
 
 
