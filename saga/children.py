@@ -14,6 +14,7 @@ developer's shell may hold, so that a child sees only what its caller sets.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -86,11 +87,17 @@ class Child:
         *,
         log_path: Path | None = None,
         cwd: Path | None = None,
+        die_with_parent: bool = False,
     ) -> Child:
         """Start `argv` in a session of its own: a Ctrl-C in a terminal or a SIGKILL of
-        our process group reaches us only, and we decide what happens to the child."""
+        our process group reaches us only, and we decide what happens to the child.
+        `die_with_parent`: the kernel SIGKILLs the child when we die, however we die (see
+        `_die_with_parent`)."""
+        preexec = _die_with_parent(os.getpid()) if die_with_parent else None
         if log_path is None:
-            popen = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, start_new_session=True)
+            popen = subprocess.Popen(
+                list(argv), env=dict(env), cwd=cwd, start_new_session=True, preexec_fn=preexec
+            )
         else:
             with log_path.open("ab") as log:  # appended: a restart keeps the earlier runs
                 popen = subprocess.Popen(
@@ -101,6 +108,7 @@ class Child:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=preexec,
                 )
         return cls(name, popen, log_path)
 
@@ -113,10 +121,18 @@ class Child:
         name: str | None = None,
         log_path: Path | None = None,
         cwd: Path | None = None,
+        die_with_parent: bool = False,
     ) -> Child:
         """`python -m saga ARGS`, named "saga ARGS" unless `name` says otherwise."""
         name = name or " ".join(["saga", *args])
-        return cls.spawn(name, saga_argv(args), env, log_path=log_path, cwd=cwd)
+        return cls.spawn(
+            name,
+            saga_argv(args),
+            env,
+            log_path=log_path,
+            cwd=cwd,
+            die_with_parent=die_with_parent,
+        )
 
     @property
     def pid(self) -> int:
@@ -192,3 +208,24 @@ class Child:
         except OSError:
             return None
         return None
+
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """What a child runs between fork and exec so that it dies with `parent`: Linux's
+    PR_SET_PDEATHSIG. A supervisor killed with SIGKILL cannot stop its children, and
+    children in sessions of their own would outlive it, holding its ports, so that the
+    next supervisor could not start. If the parent died before the prctl, the child is
+    already an orphan and exits at once. None where there is no such call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: only called after
+
+    def arm() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm

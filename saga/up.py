@@ -6,7 +6,9 @@ just recovery). A child that cannot start at all (exit code 2 on its first run: 
 setting, a port in use, an unusable file, said in one `saga: error:` line) stops the
 whole stack with that code instead: restarting it would print the same line forever.
 SIGINT/SIGTERM sends SIGTERM to every child, waits for them to stop, and SIGKILLs
-whatever is still running after the grace period.
+whatever is still running after the grace period. A supervisor killed outright (SIGKILL)
+takes its children with it: for the system that is one more crash, recovered like any
+other when the next `saga up` starts.
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ class Supervised:
 def _spawn(slot: Supervised, env: Mapping[str, str]) -> None:
     # Output shared with ours; its own session, so that a Ctrl-C in the terminal reaches
     # the supervisor only, which then stops the children in order instead of all of them
-    # racing at once.
-    slot.child = Child.saga(slot.argv, env)
+    # racing at once. If the supervisor itself is killed, the kernel kills the children:
+    # left running, they would hold the ports the next `saga up` needs.
+    slot.child = Child.saga(slot.argv, env, die_with_parent=True)
     slot.started_at = time.monotonic()
     log.info("started %s (pid %d)", slot.name, slot.child.pid)
 

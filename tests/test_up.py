@@ -138,6 +138,40 @@ def test_a_child_that_cannot_start_stops_the_stack_with_its_error(tmp_path: Path
     assert not started_on(tmp_path / "var"), "the services were stopped with it"
 
 
+def test_a_supervisor_killed_outright_takes_its_children_and_a_new_one_starts(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    first = up_process(tmp_path, port).start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            placed = http.post("/orders", headers={"X-Idempotency-Key": "before"}, json=ORDER)
+            assert placed.status_code == 201
+        kids = children(first.pid)
+        assert len(kids) == 5, kids
+        first.kill()  # SIGKILL: the supervisor cannot stop anything itself
+        deadline = time.monotonic() + 10
+        while not all(dead(pid) for pid in kids):
+            orphans = started_on(tmp_path / "var")
+            assert time.monotonic() < deadline, f"orphans still running: {orphans}"
+            time.sleep(0.05)
+        # Same ports, same data: the new stack starts (no port held by an orphan) and
+        # carries on from the log, the order placed before the kill included.
+        second = up_process(tmp_path, port).start()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            assert wait_terminal(http, placed.json()["id"])["status"] == "CONFIRMED"
+            again = http.post("/orders", headers={"X-Idempotency-Key": "before"}, json=ORDER)
+            assert again.json()["id"] == placed.json()["id"]
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    finally:
+        for pid in started_on(tmp_path / "var"):
+            os.kill(pid, signal.SIGKILL)
+
+
+ORDER = {"customer_id": "cust_1", "items": [{"product_id": "prod_1", "quantity": 1, "price": 5}]}
+
+
 def started_on(data_dir: Path) -> list[int]:
     """Live processes whose environment names `data_dir`: the children of a `saga up`
     outlive it as orphans, so they are found by what they were given, not by parent."""
