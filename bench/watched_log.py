@@ -48,6 +48,7 @@ class WatchedLog:
 
     def __init__(self, inner: SagaLog) -> None:
         self.inner = inner
+        self.clock = inner.clock
         self.written = 0  # transitions made durable
         self.overheads: list[float] = []  # seconds, one per step attempt with an outcome
         self._intent_at: dict[_Key, float] = {}

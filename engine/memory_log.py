@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from engine.clock import HostClock
 from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
 from engine.saga_log import (
     ChangeFn,
@@ -47,6 +48,7 @@ class MemorySagaLog:
     slow down with every saga it finished (a claim scanned and sorted them all)."""
 
     def __init__(self) -> None:
+        self.clock = HostClock.starting_now()  # one process: its own timeline will do
         self._by_id: dict[str, _Entry] = {}  # creation order, as `seq`
         self._by_key: dict[str, str] = {}
         self._active: dict[str, _Entry] = {}  # RUNNING or COMPENSATING, in `seq` order

@@ -29,7 +29,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from tenacity import (
     AsyncRetrying,
@@ -43,6 +42,7 @@ from tenacity.stop import stop_base
 
 from engine.admission import Admission
 from engine.claims import ClaimPump, LeaseHeartbeat
+from engine.clock import Clock
 from engine.core import (
     Call,
     Compensate,
@@ -66,18 +66,9 @@ from engine.hooks import Hooks, NullHooks
 from engine.logging_setup import SAGA_ID
 from engine.saga_log import NewSaga, SagaLog, SagaRecord, Takeover
 
-__all__ = ["Clock", "Runner", "RunnerSettings", "Started", "SystemClock", "new_owner_id"]
+__all__ = ["Runner", "RunnerSettings", "Started", "new_owner_id"]
 
 logger = logging.getLogger(__name__)
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
 
 
 def new_owner_id(role: str) -> str:
@@ -148,7 +139,8 @@ class Runner:
         self.log = saga_log
         self.settings = settings
         self.definitions = {d.name: d for d in definitions}
-        self._clock = clock or SystemClock()
+        # The log's clock by default: leases are compared across processes (engine/clock.py).
+        self._clock = clock or saga_log.clock
         self._hooks: Hooks = hooks or NullHooks()
         self._crash = crash or CrashPoints()
         self._tasks: dict[str, asyncio.Task[None]] = {}

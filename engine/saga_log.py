@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.clock import Clock
 from engine.core import Phase, SagaStatus, Transition
 from engine.errors import EngineError, StaleEpoch
 
@@ -211,7 +212,13 @@ ChangeFn = Callable[[SagaRecord, Sequence[Transition]], Change]
 class SagaLog(Protocol):
     """The durable saga log. Every transition it records carries a trace id: its own (a
     step attempt's), else the saga's, so that a saga's whole history, claims and
-    operators' changes included, is found under the one trace it was created in."""
+    operators' changes included, is found under the one trace it was created in.
+
+    Times (`now_ms`, `lease_expires_ms`) are read from the log's own `clock`, the one
+    timeline every process sharing the log agrees on (engine/clock.py)."""
+
+    @property
+    def clock(self) -> Clock: ...
 
     async def create(
         self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int

@@ -19,6 +19,7 @@ from typing import Final, TypeVar
 
 import apsw
 
+from engine.clock import HostClock, boot_id
 from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
 from engine.errors import MigrationError, StorageError, StorageFault
 from engine.saga_log import (
@@ -110,8 +111,13 @@ MIGRATIONS: Final = (
         UPDATE saga_counts SET n = n - 1 WHERE status = OLD.status;
     END;
     """,
+    # The base of the host's clock for this boot (engine/clock.py): one row.
+    """
+    CREATE TABLE host_clock (boot_id TEXT NOT NULL, base_ms INTEGER NOT NULL);
+    """,
 )
 
+_HOST_CLOCK_VERSION: Final = 3  # the migration that made `host_clock`
 _ACTIVE_SQL: Final = ", ".join(f"'{s.value}'" for s in ACTIVE_STATUSES)
 _SAGA_COLUMNS: Final = (
     "id, definition, status, payload, idempotency_key, payload_digest, owner, "
@@ -221,12 +227,33 @@ def _select_transitions(conn: apsw.Connection, saga_seq: int) -> list[Transition
     ]
 
 
+def _this_boot_s_base(conn: apsw.Connection) -> int:
+    """The base of this boot's host clock: the one a process opened the log with earlier
+    in this boot, else a new one (engine/clock.py). A new boot means every owner of the
+    last one is dead: their leases end now, so their sagas are claimed at once instead of
+    when a clock of a boot that is over says so."""
+    this_boot = boot_id()
+    row = conn.execute("SELECT boot_id, base_ms FROM host_clock").fetchone()
+    if row is not None and row[0] == this_boot:
+        return _int(row[1])
+    base = HostClock.starting_now().base_ms
+    conn.execute("DELETE FROM host_clock")
+    conn.execute("INSERT INTO host_clock (boot_id, base_ms) VALUES (?, ?)", (this_boot, base))
+    if row is not None:
+        conn.execute(
+            f"UPDATE sagas SET lease_expires_ms = 0 WHERE owner IS NOT NULL "
+            f"AND status IN ({_ACTIVE_SQL})"
+        )
+    return base
+
+
 class SqliteSagaLog:
     """`SagaLog` on one SQLite file. Open with `SqliteSagaLog.open(DbConfig(path))`."""
 
-    def __init__(self, writer: Writer | None, cfg: DbConfig) -> None:
+    def __init__(self, writer: Writer | None, cfg: DbConfig, clock: HostClock) -> None:
         self._writer = writer
         self._cfg = cfg
+        self.clock = clock
         self._local = threading.local()
         self._readers: list[apsw.Connection] = []
         self._lock = threading.Lock()
@@ -236,7 +263,12 @@ class SqliteSagaLog:
         cls, cfg: DbConfig, *, on_batch: Callable[[BatchStats], None] | None = None
     ) -> SqliteSagaLog:
         writer = Writer(cfg, MIGRATIONS, name="saga-log-writer", on_batch=on_batch)
-        return cls(writer, cfg)
+        try:
+            base = writer.run_sync(_this_boot_s_base)
+        except BaseException:
+            writer.close()
+            raise
+        return cls(writer, cfg, HostClock(base))
 
     @classmethod
     def open_readonly(cls, cfg: DbConfig) -> SqliteSagaLog:
@@ -250,12 +282,21 @@ class SqliteSagaLog:
         try:
             with translated(ro.path):
                 version = int(conn.pragma("user_version"))
+                check_not_newer(ro.path, version, len(MIGRATIONS))
+                if version < 1:
+                    raise MigrationError(
+                        f"{ro.path}: not a saga log yet (schema version {version})"
+                    )
+                row = None
+                if version >= _HOST_CLOCK_VERSION:
+                    row = conn.execute("SELECT boot_id, base_ms FROM host_clock").fetchone()
         finally:
             conn.close()
-        check_not_newer(ro.path, version, len(MIGRATIONS))
-        if version < 1:
-            raise MigrationError(f"{ro.path}: not a saga log yet (schema version {version})")
-        return cls(None, ro)
+        # A writer of this boot set the base; without one, nothing of this boot can hold
+        # a lease, and this process's wall clock is as good a reading as any.
+        this_boot = row is not None and row[0] == boot_id()
+        clock = HostClock(_int(row[1])) if this_boot and row else HostClock.starting_now()
+        return cls(None, ro, clock)
 
     @property
     def path(self) -> str:

@@ -28,10 +28,10 @@ from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
 
+from engine.clock import Clock
 from engine.crashpoints import CrashPoints
 from engine.idempotency import IdempotencyCache, NullCache
 from engine.redis_cache import RedisCache
-from engine.runner import Clock, SystemClock
 from engine.saga_log import SagaLog
 from gateway import routes_ops, routes_orders, routes_sagas
 from gateway.context import Gateway
@@ -71,7 +71,6 @@ def create_app(
     `policy` tunes the order saga's retries, `owner` names the runner (tests);
     `tracer_provider` is where spans go (the process's global one when None)."""
     metrics = metrics or GatewayMetrics()
-    app_clock = clock or SystemClock()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,7 +86,7 @@ def create_app(
                     participants=participants,
                     policy=policy,
                     owner=owner,
-                    clock=app_clock,
+                    clock=clock,
                     crash=crash,
                     tracer_provider=tracer_provider,
                 )
@@ -112,7 +111,7 @@ def create_app(
                 participants=runtime.participants,
                 metrics=metrics,
                 definitions={runtime.definition.name: runtime.definition},
-                clock=app_clock,
+                clock=clock or runtime.log.clock,
             )
             try:
                 yield

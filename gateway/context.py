@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from engine.clock import Clock
 from engine.definition import SagaDefinition
 from engine.idempotency import IdempotencyCache
-from engine.runner import Clock, Runner
+from engine.runner import Runner
 from engine.saga_log import SagaLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
+from engine.clock import Clock
 from engine.config import env_float
 from engine.crashpoints import CrashPoints
 from engine.definition import SagaDefinition
 from engine.log_settings import SagaLogSettings, open_saga_log
 from engine.metrics import SagaMetrics
-from engine.runner import Clock, Runner, RunnerSettings, new_owner_id
+from engine.runner import Runner, RunnerSettings, new_owner_id
 from engine.saga_log import SagaLog
 from engine.tracing import TracingHooks
 from orders.participants import Participants, ServiceAddresses

@@ -20,7 +20,6 @@ from prometheus_client import CollectorRegistry, start_http_server
 from engine.config import format_addr
 from engine.errors import EngineError
 from engine.metrics import SagaMetrics
-from engine.runner import SystemClock
 from orders.runtime import order_runtime
 from recovery.retention import Retention
 from recovery.settings import RecoverySettings
@@ -48,7 +47,6 @@ async def serve(
         raise EngineError(
             f"cannot serve metrics on {format_addr(settings.metrics_addr)}: {exc.strerror}"
         ) from exc
-    clock = SystemClock()
     pruner: asyncio.Task[None] | None = None
     try:
         async with order_runtime(
@@ -57,10 +55,10 @@ async def serve(
             capacity=settings.concurrency,
             poll_s=settings.interval_s,
             metrics=metrics,
-            clock=clock,
             crash=settings.crash,
             tracer_provider=tracer_provider,
         ) as runtime:
+            clock = runtime.log.clock  # the runner's too: leases and ages on one timeline
             log.info(
                 "recovery daemon scanning %s every %.1fs (metrics on %s)",
                 settings.drive.log.path,

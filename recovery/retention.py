@@ -10,9 +10,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from engine.clock import Clock
 from engine.errors import EngineError
 from engine.operations import prune_history
-from engine.runner import Clock
 from engine.saga_log import SagaLog
 
 __all__ = ["Retention"]

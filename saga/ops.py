@@ -117,7 +117,7 @@ def check_wait(wait_s: float) -> float:
 
 
 def wall_ms() -> int:
-    from engine.runner import SystemClock
+    from engine.clock import SystemClock
 
     return SystemClock().now_ms()
 

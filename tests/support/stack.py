@@ -125,11 +125,14 @@ class Stack:
         for svc in self.services.values():
             svc.wait_ready()
 
-    def start_gateway(self, *, wait: bool = True, **extra: str) -> SagaProcess:
-        """`saga gateway` on this stack (again, after a stop: same port, same log)."""
+    def start_gateway(
+        self, *, wait: bool = True, env: Mapping[str, str] | None = None, **extra: str
+    ) -> SagaProcess:
+        """`saga gateway` on this stack (again, after a stop: same port, same log), with
+        `env` and `extra` added to the stack's environment."""
         self.gateway = SagaProcess(
             ["gateway"],
-            {**self.env, **extra},
+            {**self.env, **(env or {}), **extra},
             self.data / "gateway.log",
             ready=lambda: http_ok(self.url + "/healthz"),
         )
