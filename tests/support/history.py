@@ -288,7 +288,7 @@ def judge(
     counts = Counter(op.type.value for op in done)
     counts.update({"calls": len(calls), "keys": len(by_key), "orders": report.orders})
     counts.update({f"order {k}": n for k, n in report.by_status.items()})
-    counts.update({f"HTTP {op.status}": 1 for op in done if op.status is not None})
+    counts.update(f"HTTP {op.status}" for op in done if op.status is not None)
     return Verdict(tuple(v), dict(counts))
 
 
@@ -324,6 +324,8 @@ def _check_key(
         if saga is not None and saga.id != order_id:
             v.append(f"key {key}: the client was told order {order_id}, the log has {saga.id}")
     if saga is None:
+        if acked:
+            v.append(f"key {key}: acknowledged as {sorted(acked)}, the log has no order for it")
         if require_ack and not acked:
             last = f"{done[-1].type} {done[-1].error}" if done else "nothing"
             v.append(f"key {key}: never acknowledged (last: {last})")

@@ -50,7 +50,10 @@ def verdict_of(history: History, snap: Snapshot, **gateway: str) -> list[str]:
 
 def test_a_clean_history_with_retries_passes() -> None:
     history = calls(("k1", OpType.UNKNOWN, None), ("k1", OpType.OK, "A"), ("k2", OpType.OK, "B"))
-    assert verdict_of(history, confirmed(saga("A", "k1"), saga("B", "k2"))) == []
+    snap = confirmed(saga("A", "k1"), saga("B", "k2"))
+    assert verdict_of(history, snap) == []
+    counts = judge(history, Outcome(snap, {"A": "CONFIRMED", "B": "CONFIRMED"})).counts
+    assert (counts["HTTP 201"], counts["unknown"], counts["keys"]) == (2, 1, 2)
 
 
 def test_one_key_answered_with_two_orders() -> None:
@@ -58,6 +61,12 @@ def test_one_key_answered_with_two_orders() -> None:
     found = verdict_of(history, confirmed(saga("A", "k1"), saga("B", "k1")))
     assert any("answered with 2 order ids" in v for v in found)
     assert any("2 orders in the log" in v for v in found)
+
+
+def test_a_key_the_log_lost() -> None:
+    history = calls(("k1", OpType.OK, "A"))
+    found = verdict_of(history, confirmed(saga("A", "other")))
+    assert any("key k1: acknowledged as ['A'], the log has no order for it" in v for v in found)
 
 
 def test_an_unknown_outcome_that_created_an_order_must_end() -> None:
