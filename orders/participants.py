@@ -71,6 +71,20 @@ async def _call(service: str, call: Awaitable[T]) -> T:
         raise CallRefused(f"{service}_rejected", f"{code.name}: {detail}") from exc
 
 
+# A connection whose peer vanished without a word (its host lost power, a firewall or a NAT
+# forgot the flow, a proxy in between still accepts bytes) is a half-open socket: nothing
+# closes it for many minutes, or ever, and every call on it times out, after the service is
+# back too. Keepalive pings find it: one goes out while calls are in flight and nothing has
+# been read for 10 s; unanswered for 5 s, the connection is dropped and the channel
+# reconnects (docs/reliability.md#network-faults). grpc-core obeys `ping_timeout_ms`;
+# `keepalive_timeout_ms` is the documented name: both are set.
+KEEPALIVE: Final = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),  # go on pinging a server that sends nothing
+)
+
 # The gRPC service each participant serves, as it reports it to the standard health check.
 SERVICE_NAMES: Final = (
     ("order", order_pb2.DESCRIPTOR.services_by_name["Order"].full_name),
@@ -101,7 +115,7 @@ class Participants:
             filter_=filters.negate(filters.health_check()),
         )
         self._channels = [
-            aio.insecure_channel(format_addr(a), interceptors=tracing)
+            aio.insecure_channel(format_addr(a), options=KEEPALIVE, interceptors=tracing)
             for a in (addresses.order, addresses.payment, addresses.inventory)
         ]
         order_ch, payment_ch, inventory_ch = self._channels
