@@ -94,7 +94,7 @@ def net(tmp_path: Path) -> Iterator[Net]:
         }
         links["redis"] = link("redis", redis.port, False)
         via = {var: links[name].address for name, var in SERVICE_ADDR_VARS.items()}
-        stack.start_gateway(wait=True, **via, REDIS_URL=f"redis://{links['redis'].address}/0")
+        stack.start_gateway(env={**via, "REDIS_URL": f"redis://{links['redis'].address}/0"})
         stack.recovery({**via, "SAGA_RECOVERY_INTERVAL_S": "0.5"})
         links["gateway"] = link("gateway", stack.port, False)
         recorder = Recorder(tmp_path / "history.jsonl")
