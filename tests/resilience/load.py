@@ -2,8 +2,10 @@
 
 Clients behave as the contract asks of them: every order has its own idempotency key,
 and a POST that got no answer (connection refused or reset, a 503) is sent again with the
-same key until it gets its 201. So "no 201 lost" is: every order id a client was ever
-given ends CONFIRMED or CANCELLED, and one key never made two orders.
+same key until it gets its 201. Every call is recorded (tests/support/history.py, in the
+stack's data folder) and `judge_run` hands the history to the one judge of the fault
+tests: every order a client was given ends CONFIRMED or CANCELLED, one key never made two
+orders, each effect happened once, and the contract's invariants hold.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
+from tests.support.history import History, Recorder, Verdict, judge, observe
 from tests.support.procs import SagaProcess
 from tests.support.stack import Stack
 
@@ -37,13 +41,10 @@ class LoadResult:
 
 
 def post_until_accepted(url: str, key: str, body: dict[str, object], result: LoadResult,
-                        deadline: float) -> None:  # fmt: skip
+                        deadline: float, recorder: Recorder) -> None:  # fmt: skip
     with httpx.Client(base_url=url, timeout=10.0) as http:
         while True:
-            try:
-                resp = http.post("/orders", json=body, headers={"X-Idempotency-Key": key})
-            except httpx.TransportError:
-                resp = None
+            resp = recorder.post(http, "load", key, body)
             if resp is not None and resp.status_code == 201:
                 with result.lock:
                     previous = result.accepted.setdefault(key, resp.json()["id"])
@@ -76,17 +77,21 @@ def run_load(
         side.start()
     deadline = time.monotonic() + timeout_s
     rnd = random.Random(orders)
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [
-            pool.submit(
-                post_until_accepted, stack.url, f"{prefix}-{i}",
-                {"customer_id": f"cust_{i % 7}", "items": [rnd.choice(BODIES)]},
-                result, deadline,
-            )
-            for i in range(orders)
-        ]  # fmt: skip
-        for f in futures:
-            f.result()
+    recorder = Recorder(history_path(stack))
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [
+                pool.submit(
+                    post_until_accepted, stack.url, f"{prefix}-{i}",
+                    {"customer_id": f"cust_{i % 7}", "items": [rnd.choice(BODIES)]},
+                    result, deadline, recorder,
+                )
+                for i in range(orders)
+            ]  # fmt: skip
+            for f in futures:
+                f.result()
+    finally:
+        recorder.close()
     done.set()
     if side is not None:
         side.join(60)
@@ -94,14 +99,17 @@ def run_load(
     return result
 
 
-def check_all_finished(stack: Stack, result: LoadResult) -> None:
-    """Every order id a client was given is in the log and finished."""
-    with stack.log() as log:
-        for key, order_id in result.accepted.items():
-            rec = log.get_sync(order_id)
-            assert rec is not None, f"{key}: order {order_id} got a 201 but is not in the log"
-            assert rec.status.finished, f"{key}: order {order_id} is {rec.status}"
-            assert rec.idempotency_key == key
+def history_path(stack: Stack) -> Path:
+    """Where every `run_load` on this stack records its calls (appended, one file)."""
+    return stack.data / "history.jsonl"
+
+
+def judge_run(stack: Stack, *, settle_s: float = 60.0) -> Verdict:
+    """The history of every load on this stack, judged against the state it ended in, once
+    running sagas have finished (up to `settle_s`); the gateway must be up to be asked."""
+    history = History.read(history_path(stack))
+    final = observe(stack.url, stack.log_path, stack.addresses, history, settle_s=settle_s)
+    return judge(history, final)
 
 
 def kill_in_turn(

@@ -16,7 +16,7 @@ import pytest
 
 from engine.core import Phase
 from tests.resilience.conftest import soak_scale
-from tests.resilience.load import LoadResult, check_all_finished, kill_in_turn, run_load
+from tests.resilience.load import LoadResult, judge_run, kill_in_turn, run_load
 from tests.support.stack import PLENTY, Stack
 
 # Short leases: a killed owner's sagas are taken over within a second or two.
@@ -41,11 +41,10 @@ def run_random_kills(stack: Stack, orders: int, seed: int) -> LoadResult:
     # on any machine; the others at random moments after it.
     killer = kill_in_turn([gateway] * KILLS, (0.4, 1.2), seed, first_at=orders // 4)
     result = run_load(stack, orders, during=killer)
-    report = stack.audit(wait_s=60)
-    assert report.ok, [str(v) for v in report.violations]
-    check_all_finished(stack, result)
+    verdict = judge_run(stack, settle_s=60)
+    assert verdict.ok, verdict.report()
     assert len(result.accepted) == orders
-    assert report.orders == orders, "one key, one order"
+    assert verdict.counts["orders"] == orders, "one key, one order"
     assert result.kills == KILLS
     return result
 
@@ -83,7 +82,7 @@ def test_soak_everything_killed_dozens_of_times(stack: Stack) -> None:
 
     orders = 300 * soak_scale()
     result = run_load(stack, orders, workers=32, during=killer, timeout_s=3600)
-    report = stack.audit(wait_s=300)
+    verdict = judge_run(stack, settle_s=300)
     with stack.log() as log:
         recovered = sum(
             any(t.phase is Phase.CLAIMED for t in log.transitions_sync(order_id))
@@ -92,12 +91,11 @@ def test_soak_everything_killed_dozens_of_times(stack: Stack) -> None:
     print(
         "\n| orders | kills | recovered sagas | violations | retried POSTs | replayed 201s |"
         "\n|---|---|---|---|---|---|"
-        f"\n| {len(result.accepted)} | {result.kills} | {recovered} | {len(report.violations)}"
+        f"\n| {len(result.accepted)} | {result.kills} | {recovered} | {len(verdict.violations)}"
         f" | {result.retries} | {result.replays} |"
     )
-    assert report.ok, [str(v) for v in report.violations]
-    check_all_finished(stack, result)
-    assert report.orders == orders
+    assert verdict.ok, verdict.report()
+    assert verdict.counts["orders"] == orders
 
 
 def test_participants_die_mid_load_and_lose_responses(stack: Stack) -> None:
@@ -108,9 +106,8 @@ def test_participants_die_mid_load_and_lose_responses(stack: Stack) -> None:
     victims = [stack.services[name] for name in ("inventory", "payment", "order")]
     killer = kill_in_turn(victims, (0.5, 1.0), seed=4)
     result = run_load(stack, 180, during=killer)
-    report = stack.audit(wait_s=90)
-    assert report.ok, [str(v) for v in report.violations]
-    check_all_finished(stack, result)
+    verdict = judge_run(stack, settle_s=90)
+    assert verdict.ok, verdict.report()
     assert result.kills == len(victims)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.resilience.load import LoadResult, check_all_finished, run_load
+from tests.resilience.load import LoadResult, judge_run, run_load
 from tests.support.stack import PLENTY, Redis, Stack
 
 
@@ -50,8 +50,7 @@ def test_redis_killed_and_flushed_under_replays(stack: Stack, tmp_path: Path) ->
         redis.kill()
     assert again.accepted == first.accepted, "a replayed key answers with its first order"
     assert again.replays == 120
-    report = stack.audit(wait_s=60)
-    assert report.ok, [str(v) for v in report.violations]
-    assert report.orders == 180, "one key, one order: nothing made twice"
-    check_all_finished(stack, first)
-    check_all_finished(stack, more)
+    verdict = judge_run(stack, settle_s=60)
+    assert verdict.ok, verdict.report()
+    assert verdict.counts["orders"] == 180, "one key, one order: nothing made twice"
+    assert len(more.accepted) == 60

@@ -96,7 +96,10 @@ class Recorder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._next = 0
+        # Numbered on from the calls already in the file: several recorders (one load after
+        # another) may append to one history.
+        earlier = History.read(path).ops if path.exists() else ()
+        self._next = max((op.call for op in earlier), default=0)
         self._file = path.open("a", encoding="utf-8")
 
     def close(self) -> None:
