@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import logging
+import os
 import queue
 import threading
 import time
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, NoReturn, TypeVar
 
 import apsw
 
@@ -47,6 +48,7 @@ __all__ = [
     "Writer",
     "check_not_newer",
     "commit_failure",
+    "end_process",
     "migrate",
     "open_connection",
     "powersafe_overwrite",
@@ -164,6 +166,17 @@ def _rollback(conn: apsw.Connection) -> None:
     if not conn.get_autocommit():
         with contextlib.suppress(apsw.Error):
             conn.execute("ROLLBACK")
+
+
+def end_process(exc: CommitOutcomeUnknown) -> NoReturn:
+    """What a server does when a writer's COMMIT outcome turns unknown (PostgreSQL's answer
+    to a failed fsync): end at once, as a crash would, before any caller of the failed
+    batch hears a word. An HTTP client sees its connection drop, a gRPC caller UNAVAILABLE;
+    both retry with the same key, and the next start (`saga up` restarts the process)
+    reads what is really durable. Register it with `Writer.on_poisoned`."""
+    log.critical("%s; exiting with %d", exc.message, exc.exit_code)
+    logging.shutdown()  # flush that line: os._exit runs no handlers
+    os._exit(exc.exit_code)
 
 
 def open_connection(cfg: DbConfig) -> apsw.Connection:

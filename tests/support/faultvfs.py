@@ -34,7 +34,15 @@ from typing import Final, Literal
 import apsw
 from typing_extensions import Buffer
 
-__all__ = ["Crash", "Fault", "FaultVFS", "PowerModel", "installed"]
+__all__ = [
+    "Crash",
+    "Fault",
+    "FaultVFS",
+    "PowerModel",
+    "faulty_env",
+    "install_from_env",
+    "installed",
+]
 
 SECTOR: Final = 512
 CHUNK: Final = 64 * 1024
@@ -247,9 +255,10 @@ class PowerModel:
 
 @dataclass(slots=True)
 class Fault:
-    """Fail the `nth` write or sync (counted from arming) of the file named `file` with the
-    SQLite result `code`; `lasting`: every later one too (a disk that stays full). A failing
-    write writes a part of its data first when `short` (ENOSPC part-way)."""
+    """Fail the `nth` write or sync (counted from arming, or from when the file `when`
+    exists) of the file named `file` with the SQLite result `code`; `lasting`: every later
+    one too (a disk that stays full). A failing write writes a part of its data first when
+    `short` (ENOSPC part-way)."""
 
     file: str
     call: Literal["write", "sync"]
@@ -257,11 +266,14 @@ class Fault:
     code: int
     lasting: bool = False
     short: bool = False
+    when: str | None = None
     seen: int = 0
     fired: int = 0
 
     def hits(self, name: str, call: str) -> bool:
         if name != self.file or call != self.call:
+            return False
+        if self.when is not None and not os.path.exists(self.when):
             return False
         self.seen += 1
         if self.seen == self.nth or (self.lasting and self.seen > self.nth):
@@ -373,3 +385,42 @@ def installed(model: PowerModel | None = None) -> Iterator[FaultVFS]:
         yield vfs
     finally:
         vfs.unregister()
+
+
+FAULT_VAR: Final = "SAGA_TEST_SQLITE_FAULT"
+_SITE: Final = Path(__file__).with_name("sqlite_faults")  # holds the sitecustomize hook
+
+
+def faulty_env(fault: Fault) -> dict[str, str]:
+    """The environment that makes a `python -m saga ...` child run its SQLite through the
+    fault VFS with `fault` armed (Python imports tests/support/sqlite_faults/sitecustomize.py
+    at start-up when that folder is on PYTHONPATH)."""
+    spec = ":".join(
+        [fault.file, fault.call, str(fault.nth), str(fault.code), str(int(fault.lasting))]
+    )
+    path = os.pathsep.join(p for p in (str(_SITE), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, FAULT_VAR: spec}
+    if fault.when is not None:
+        env[f"{FAULT_VAR}_WHEN"] = fault.when
+    return env
+
+
+def install_from_env(env: Mapping[str, str]) -> FaultVFS | None:
+    """The fault VFS, made the default and armed, if `env` asks for one (see faulty_env)."""
+    spec = env.get(FAULT_VAR)
+    if not spec:
+        return None
+    file, call, nth, code, lasting = spec.split(":")
+    assert call in ("write", "sync"), spec
+    vfs = FaultVFS()
+    vfs.arm(
+        Fault(
+            file,
+            "write" if call == "write" else "sync",
+            int(nth),
+            int(code),
+            lasting=lasting == "1",
+            when=env.get(f"{FAULT_VAR}_WHEN"),
+        )
+    )
+    return vfs
