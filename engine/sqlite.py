@@ -140,9 +140,15 @@ def commit_failure(
     commit frame in the file: CommitOutcomeUnknown."""
     if isinstance(exc, _NOTHING_WRITTEN) or (full_is_clean and isinstance(exc, apsw.FullError)):
         return storage_error(exc, path) or exc
+    name = (
+        apsw.mapping_extended_result_codes.get(getattr(exc, "extendedresult", -1))
+        or apsw.mapping_result_codes.get(getattr(exc, "result", -1))
+        or type(exc).__name__
+    )
+    detail = f"{name}: {exc}" if str(exc) else str(name)
     return CommitOutcomeUnknown(
-        f"{path}: a COMMIT failed after it may have written ({exc}); whether it is durable "
-        "is unknown, and this writer takes no more work: restart the process",
+        f"{path}: a COMMIT failed after it may have written ({detail}); whether it is "
+        "durable is unknown, and this writer takes no more work: restart the process",
         path=str(path),
     )
 
@@ -174,7 +180,7 @@ def end_process(exc: CommitOutcomeUnknown) -> NoReturn:
     batch hears a word. An HTTP client sees its connection drop, a gRPC caller UNAVAILABLE;
     both retry with the same key, and the next start (`saga up` restarts the process)
     reads what is really durable. Register it with `Writer.on_poisoned`."""
-    log.critical("%s; exiting with %d", exc.message, exc.exit_code)
+    log.critical("the outcome of a COMMIT is unknown: exiting with %d", exc.exit_code)
     logging.shutdown()  # flush that line: os._exit runs no handlers
     os._exit(exc.exit_code)
 

@@ -20,7 +20,7 @@ from typing import Final, TypeVar
 import apsw
 
 from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
-from engine.errors import MigrationError, StorageError, StorageFault
+from engine.errors import CommitOutcomeUnknown, MigrationError, StorageError, StorageFault
 from engine.saga_log import (
     Change,
     ChangeFn,
@@ -260,6 +260,13 @@ class SqliteSagaLog:
     @property
     def path(self) -> str:
         return str(self._cfg.path)
+
+    def on_poisoned(self, listener: Callable[[CommitOutcomeUnknown], None]) -> None:
+        """`listener` hears it when a write's COMMIT outcome turns unknown: from then on
+        this log takes no more writes (`Writer.on_poisoned`). A server passes
+        `engine.sqlite.end_process`. A read-only log never writes."""
+        if self._writer is not None:
+            self._writer.on_poisoned(listener)
 
     # ---- reads ---------------------------------------------------------------------------
 

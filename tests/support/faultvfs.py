@@ -42,6 +42,7 @@ __all__ = [
     "faulty_env",
     "install_from_env",
     "installed",
+    "without_faults",
 ]
 
 SECTOR: Final = 512
@@ -403,6 +404,14 @@ def faulty_env(fault: Fault) -> dict[str, str]:
     if fault.when is not None:
         env[f"{FAULT_VAR}_WHEN"] = fault.when
     return env
+
+
+def without_faults(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without what `faulty_env` added: a child started with it runs plain SQLite."""
+    plain = {k: v for k, v in env.items() if not k.startswith(FAULT_VAR)}
+    paths = [p for p in plain.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(_SITE)]
+    plain["PYTHONPATH"] = os.pathsep.join(paths)
+    return plain
 
 
 def install_from_env(env: Mapping[str, str]) -> FaultVFS | None:
