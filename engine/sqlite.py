@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import queue
@@ -53,6 +54,7 @@ __all__ = [
     "open_connection",
     "powersafe_overwrite",
     "storage_error",
+    "sync_folder",
     "transaction",
 ]
 
@@ -174,6 +176,25 @@ def _rollback(conn: apsw.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
+def sync_folder(folder: Path) -> None:
+    """fsync `folder`: a file created or deleted in it is durable only once its folder is.
+    A file system that cannot sync a folder (EINVAL) is let be, as SQLite does."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return
+        raise StorageError(
+            StorageFault.IO,
+            f"{folder}: cannot sync the folder ({exc.strerror or exc})",
+            path=str(folder),
+        ) from exc
+
+
 def end_process(exc: CommitOutcomeUnknown) -> NoReturn:
     """What a server does when a writer's COMMIT outcome turns unknown (PostgreSQL's answer
     to a failed fsync): end at once, as a crash would, before any caller of the failed
@@ -267,8 +288,20 @@ def _connect(cfg: DbConfig, *, immutable: bool = False) -> apsw.Connection:
         conn.pragma("synchronous", cfg.synchronous.value)
         conn.pragma("foreign_keys", "ON")
         # Touch the schema now so a corrupt or foreign file fails at open, not mid-request.
+        # (In WAL mode this first read also opens the `-wal` file, creating it if need be.)
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-        return conn
+    if not cfg.readonly:
+        # A new file, the rollback journal SQLite used to switch it to WAL (created, then
+        # deleted) and the WAL file are names in the folder: durable only once the folder
+        # is synced. SQLite's unix VFS does that only as a best effort (errors ignored), so
+        # a power cut could bring the journal back, whose rollback empties the database:
+        # the table and every row acknowledged since (docs/architecture.md).
+        try:
+            sync_folder(cfg.path.parent)
+        except StorageError:
+            conn.close()
+            raise
+    return conn
 
 
 @contextlib.contextmanager
