@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ __all__ = [
     "Verdict",
     "World",
     "check",
+    "killed_copy",
     "mixed_orders",
     "opened",
     "run",
@@ -92,9 +94,15 @@ Ack = Created | Appended | Answered
 
 @dataclass
 class Recorder:
-    """Every acknowledgement, in order: `len(acks)` is the power model's clock."""
+    """Every acknowledgement, in order (`len(acks)` is the power model's clock), and every
+    storage error a caller heard, with the file it came from."""
 
     acks: list[Ack] = field(default_factory=list)
+    errors: list[tuple[str, StorageError | CommitOutcomeUnknown]] = field(default_factory=list)
+
+    def heard(self, db: str, exc: BaseException) -> None:
+        if isinstance(exc, StorageError | CommitOutcomeUnknown):
+            self.errors.append((db, exc))
 
     def count(self) -> int:
         return len(self.acks)
@@ -108,6 +116,14 @@ class RecordingLog(SqliteSagaLog):
     """The SQLite saga log, recording what it acknowledged (after its writer's COMMIT)."""
 
     recorder: Recorder | None = None
+
+    async def _write(self, unit: Callable[[apsw.Connection], T]) -> T:
+        try:
+            return await super()._write(unit)
+        except Exception as exc:
+            if self.recorder is not None:
+                self.recorder.heard("saga", exc)
+            raise
 
     async def create(
         self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
@@ -167,6 +183,8 @@ class LedgerParticipants:
         except StaleEpoch:
             raise  # ABORTED over gRPC: the caller lost the saga
         except (StorageError, CommitOutcomeUnknown) as exc:  # UNAVAILABLE, UNKNOWN
+            if self._recorder is not None:
+                self._recorder.heard(db, exc)
             raise TransientStepError(f"{db}: {exc.message}") from exc
         except ServiceError as exc:
             raise CallRefused(f"{db}_rejected", exc.message) from exc
@@ -315,6 +333,17 @@ class _Clock:
 
 
 # ---- checking a folder ----------------------------------------------------------------------
+
+
+def killed_copy(folder: Path, into: Path) -> Path:
+    """The files as a SIGKILL at this instant leaves them to the next process: what the
+    kernel holds, without the WAL index (shared memory, rebuilt from the WAL)."""
+    into.mkdir(parents=True)
+    for name in FILES:
+        for part in (name, f"{name}-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copyfile(folder / part, into / part)
+    return into
 
 
 def _rows(conn: apsw.Connection | None, sql: str, *args: object) -> list[tuple[object, ...]]:
