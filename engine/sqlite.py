@@ -297,7 +297,7 @@ def _connect(cfg: DbConfig, *, immutable: bool = False) -> apsw.Connection:
         # a power cut could bring the journal back, whose rollback empties the database:
         # the table and every row acknowledged since (docs/architecture.md).
         try:
-            sync_folder(cfg.path.parent)
+            sync_folder(Path(os.path.realpath(cfg.path)).parent)  # SQLite follows symlinks
         except StorageError:
             conn.close()
             raise
