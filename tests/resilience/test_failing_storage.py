@@ -6,28 +6,38 @@ What must hold: a full disk is a clean refusal (StorageError: nothing of the uni
 there, and the writer goes on once there is room); an I/O error is an unknown outcome
 (CommitOutcomeUnknown, the writer takes no more work), whose unit is there entirely or
 not at all; and the next process (the files as a SIGKILL leaves them) finds everything
-acknowledged, recovers every saga, and keeps every invariant."""
+acknowledged, recovers every saga, and keeps every invariant.
+
+Last, a real one: the saga log on a small tmpfs that fills under load, with the real
+gateway and services: 201 or 503, never a lie, and orders again once there is room."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import tempfile
+import threading
 from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
 import apsw
+import httpx
 import pytest
 
 from engine.errors import CommitOutcomeUnknown, EngineError, StorageError, StorageFault
 from engine.saga_log import NewSaga
-from engine.sqlite import Synchronous
+from engine.sqlite import DbConfig, Synchronous
+from engine.sqlite_log import SqliteSagaLog
+from orders.audit import audit
+from orders.audit_io import read_snapshot, wait_until_settled
 from orders.model import ORDER_SAGA, Item, OrderRequest
 from services.inventory import ledger as inventory
 from services.order import ledger as orders
 from services.payment import ledger as payments
+from tests.gateway.test_storage_failures import fill, tiny_disk
 from tests.support.faultvfs import Fault, installed
 from tests.support.ledger_world import (
     Recorder,
@@ -38,6 +48,7 @@ from tests.support.ledger_world import (
     opened,
     run,
 )
+from tests.support.stack import PLENTY, Stack, wait_for
 
 DBS: Final = ("saga", "order", "payment", "inventory")
 
@@ -232,3 +243,101 @@ async def test_the_flow_recovers_from_a_failed_write(
     assert all(kind is expected for name, kind in heard if name == db), heard
     verdict = await check(image, recorder.acks[: acked_at_death[0]])
     assert not verdict.problems, verdict.problems[:10]
+
+
+# ---- a real disk that fills under load, and room given back ----------------------------------
+
+BODY: Final = {"customer_id": "cust_1", "items": [{"product_id": "prod_1", "quantity": 1,
+                                                  "price": 5.00}]}  # fmt: skip
+
+
+@dataclass
+class Answers:
+    """What the clients were told, per idempotency key."""
+
+    created: dict[str, str] = field(default_factory=dict)  # 201: key -> order id
+    refused: dict[str, str] = field(default_factory=dict)  # 503 unavailable: key -> message
+    dropped: list[str] = field(default_factory=list)  # no answer: the gateway ended
+    other: list[str] = field(default_factory=list)  # anything else is a failure
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def post(self, client: httpx.Client, key: str) -> None:
+        try:
+            resp = client.post("/orders", json=BODY, headers={"X-Idempotency-Key": key})
+        except httpx.TransportError:
+            with self.lock:
+                self.dropped.append(key)
+            return
+        with self.lock:
+            if resp.status_code == 201:
+                self.created[key] = resp.json()["id"]
+            elif resp.status_code == 503 and resp.json()["error"] == "unavailable":
+                self.refused[key] = resp.json()["message"]
+            else:
+                self.other.append(f"{key}: {resp.status_code} {resp.text}")
+
+
+def load(url: str, answers: Answers, stop: threading.Event, keys: Iterator[int]) -> None:
+    with httpx.Client(base_url=url, timeout=10.0) as client:
+        while not stop.is_set():
+            answers.post(client, f"k-{next(keys)}")
+            if answers.dropped:
+                stop.wait(0.2)  # the gateway is gone: no point hammering its port
+
+
+@pytest.mark.slow
+def test_a_log_disk_that_fills_under_load_refuses_then_takes_orders_again(
+    tmp_path: Path,
+) -> None:
+    # 16 MB: the WAL checkpoints at 1000 pages (4 MB). On a disk smaller than that plus the
+    # database the WAL fills the disk before its first checkpoint, and stays full.
+    with tiny_disk(tmp_path / "disk", "16m") as disk:
+        log_path = disk / "saga.db"  # the ledgers and the processes' logs stay off it
+        s = Stack.create(
+            tmp_path, SAGA_LOG_DB_PATH=str(log_path), SAGA_LEASE_S="1", INVENTORY_SEED_STOCK=PLENTY
+        )
+        try:
+            s.start_services()
+            gateway = s.start_gateway()
+            answers, stop = Answers(), threading.Event()
+            keys = itertools.count()  # next() on it is atomic under the GIL
+            clients = [
+                threading.Thread(target=load, args=(s.url, answers, stop, keys)) for _ in range(4)
+            ]
+            for client in clients:
+                client.start()
+            try:
+                wait_for(lambda: len(answers.created) >= 20, 20, "no orders before the fill")
+                filler = fill(disk)
+                wait_for(lambda: len(answers.refused) >= 20 or not gateway.running, 20, "no 503")
+            finally:
+                stop.set()
+                for client in clients:
+                    client.join(20)
+            assert not answers.other, answers.other[:5]  # 201 or 503, never a 500
+            filler.unlink()  # room again
+            if not gateway.running:  # only the unknown-outcome rule may end it
+                assert gateway.wait(5) == CommitOutcomeUnknown.exit_code
+                s.start_gateway()  # as `saga up` would
+            else:
+                assert not answers.dropped
+            again = Answers()
+            with httpx.Client(base_url=s.url, timeout=10.0) as http:
+                for key in [f"after-{i}" for i in range(5)] + answers.dropped:
+                    again.post(http, key)  # new orders, and the dropped ones' retries
+            assert len(again.created) == 5 + len(answers.dropped), again
+            wait_until_settled(log_path, 30)
+            report = audit(read_snapshot(log_path, s.addresses))
+            assert report.ok, [str(v) for v in report.violations]
+            log = SqliteSagaLog.open_readonly(DbConfig(log_path))
+            try:
+                for key, order_id in {**answers.created, **again.created}.items():
+                    record = log.get_sync(order_id)
+                    assert record is not None and record.status.finished, (key, record)
+                for key, message in answers.refused.items():
+                    assert "nothing was done" in message
+                    assert asyncio.run(log.get_by_key(key)) is None, f"{key} had a 503"
+            finally:
+                log.close_sync()
+        finally:
+            s.close()
