@@ -14,9 +14,8 @@ and no caller hears "done" before its unit is durable. Coroutines on one event l
 it together: one wake-up of their loop per commit, not one per unit.
 
 A COMMIT that fails after it may have written is an unknown outcome, never "nothing
-happened": the writer raises `CommitOutcomeUnknown` to the batch, takes no more work, and
-tells its listeners, so that a server can end and start again from what is durable
-(`commit_failure` says which failures are which; docs/architecture.md has the reasons).
+happened": the writer then takes no more work (docs/architecture.md, A failed COMMIT is an
+unknown outcome).
 """
 
 from __future__ import annotations
@@ -129,17 +128,11 @@ _NOTHING_WRITTEN: Final = (apsw.BusyError, apsw.LockedError, apsw.ConstraintErro
 def commit_failure(
     exc: apsw.Error, path: Path | str, *, full_is_clean: bool
 ) -> StorageError | CommitOutcomeUnknown | apsw.Error:
-    """What a COMMIT that raised `exc` left behind.
-
-    Nothing was written (a StorageError, or the SQL's own error): a lock or a deferred
-    constraint said no before SQLite wrote; or the disk was full (SQLITE_FULL) and
-    `full_is_clean`: in WAL mode the commit frame is the last thing written, so a write
-    that found no room left it incomplete, and recovery ignores a frame that is cut short
-    or fails its checksum. That holds when SQLite pads nothing after the commit frame,
-    i.e. the file has powersafe overwrite (`powersafe_overwrite`); without it a full disk
-    can fail the padding after a complete commit frame. Anything else (an I/O error on a
-    write, on the fsync or on the WAL index, a corrupt file, ...) may have left a complete
-    commit frame in the file: CommitOutcomeUnknown."""
+    """What a COMMIT that raised `exc` left behind: nothing (a StorageError, or the SQL's
+    own error) when a lock or a deferred constraint said no before SQLite wrote, or when
+    the disk was full and `full_is_clean` (the file has powersafe overwrite, so the commit
+    frame is the last thing written and a write that found no room cut it short);
+    anything else may have left a whole commit frame: CommitOutcomeUnknown."""
     if isinstance(exc, _NOTHING_WRITTEN) or (full_is_clean and isinstance(exc, apsw.FullError)):
         return storage_error(exc, path) or exc
     name = (
@@ -177,8 +170,8 @@ def _rollback(conn: apsw.Connection) -> None:
 
 
 def sync_folder(folder: Path) -> None:
-    """fsync `folder`: a file created or deleted in it is durable only once its folder is.
-    A file system that cannot sync a folder (EINVAL) is let be, as SQLite does."""
+    """fsync `folder`, which makes the names created or deleted in it durable. A file
+    system that cannot sync a folder (EINVAL) is let be, as SQLite does."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -291,11 +284,9 @@ def _connect(cfg: DbConfig, *, immutable: bool = False) -> apsw.Connection:
         # (In WAL mode this first read also opens the `-wal` file, creating it if need be.)
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
     if not cfg.readonly:
-        # A new file, the rollback journal SQLite used to switch it to WAL (created, then
-        # deleted) and the WAL file are names in the folder: durable only once the folder
-        # is synced. SQLite's unix VFS does that only as a best effort (errors ignored), so
-        # a power cut could bring the journal back, whose rollback empties the database:
-        # the table and every row acknowledged since (docs/architecture.md).
+        # The new file, the journal SQLite switched it to WAL with (now deleted) and the WAL
+        # are names, durable once their folder is synced: else a power cut can bring the
+        # journal back, which empties the database (docs/architecture.md).
         try:
             sync_folder(Path(os.path.realpath(cfg.path)).parent)  # SQLite follows symlinks
         except StorageError:
@@ -410,11 +401,10 @@ class Writer:
     runs every queued unit in one `BEGIN IMMEDIATE … COMMIT`, each in a SAVEPOINT, and
     resolves the callers only after the COMMIT. An exception raised by `fn` rolls back that
     unit alone and is re-raised to its caller. A batch that fails before its COMMIT, or
-    whose COMMIT wrote nothing (`commit_failure`), fails every unit with a StorageError:
-    nothing of it is durable. A COMMIT whose outcome is unknown fails every unit with
-    CommitOutcomeUnknown and poisons the writer: from then on every unit fails the same
-    way, nothing more is written through its connection, and `on_poisoned` listeners are
-    told before any caller.
+    whose COMMIT wrote nothing (`commit_failure`), fails every unit with a StorageError.
+    A COMMIT whose outcome is unknown fails them with CommitOutcomeUnknown and poisons the
+    writer: every later unit fails the same way, nothing more is written through its
+    connection, and `on_poisoned` listeners are told before any caller.
     """
 
     def __init__(

@@ -83,3 +83,30 @@ def test_a_serving_gateway_drops_the_request_exits_74_and_the_retry_gets_one_ord
         assert sorted(keys) == ["k1", "warm"]  # one order per key, whatever k1's COMMIT left
         report = s.audit(wait_s=20)
         assert report.ok, report.violations
+
+
+@pytest.mark.slow
+def test_a_serving_gateway_answers_a_lock_held_past_its_timeout_with_a_clean_503(
+    tmp_path: Path,
+) -> None:
+    # The other way: a BEGIN that found the lock taken wrote nothing, so a 503 is the truth,
+    # and the gateway carries on.
+    with stack(tmp_path, gateway_env={"SAGA_SQLITE_BUSY_TIMEOUT_MS": "100"}) as s:
+        other = apsw.Connection(str(s.log_path))  # another process's lock, in effect
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            with s.client() as client:
+                refused = client.post("/orders", json=ORDER_50, headers={"X-Idempotency-Key": "k"})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "unavailable"
+        assert s.gateway is not None and s.gateway.running
+        with s.log() as log:
+            assert log.list_sagas_sync(SagaFilter(), limit=9).items == ()  # nothing was created
+        with s.client() as client:
+            placed = client.post("/orders", json=ORDER_50, headers={"X-Idempotency-Key": "k"})
+            assert placed.status_code == 201, placed.text
+            assert "idempotent-replayed" not in placed.headers
+            assert wait_terminal(client, placed.json()["id"])["status"] == "CONFIRMED"
