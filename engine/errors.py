@@ -44,6 +44,24 @@ class StorageError(EngineError):
         self.retryable = fault in (StorageFault.BUSY, StorageFault.FULL, StorageFault.IO)
 
 
+class CommitOutcomeUnknown(EngineError):
+    """A COMMIT failed after it may have written: its transaction may be durable or not,
+    and may turn out either way after a restart (the frames reached the page cache, or
+    part of them). Not a StorageError on purpose: whatever treats a StorageError as
+    "nothing happened" must not catch this. The writer that raised it takes no more work
+    (every later call fails with this too); a server process then ends with `exit_code`,
+    so that its next start reads what is really durable (docs/architecture.md, A failed
+    COMMIT is an unknown outcome). The caller retries with the same idempotency key."""
+
+    code = "outcome_unknown"
+    retryable = True
+    exit_code = 74  # EX_IOERR: not 2, which `saga up` reads as "cannot start"
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class MigrationError(EngineError):
     """The file's schema is newer than this program knows, or a migration failed."""
 

@@ -12,6 +12,10 @@ unit rolls back alone), then resolves every caller after the single COMMIT. Many
 concurrent writers therefore share one fsync instead of paying one each (group commit),
 and no caller hears "done" before its unit is durable. Coroutines on one event loop hear
 it together: one wake-up of their loop per commit, not one per unit.
+
+A COMMIT that fails after it may have written is an unknown outcome, never "nothing
+happened": the writer then takes no more work (docs/architecture.md, A failed COMMIT is an
+unknown outcome).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
+import errno
 import logging
+import os
 import queue
 import threading
 import time
@@ -28,11 +35,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, NoReturn, TypeVar
 
 import apsw
 
-from engine.errors import MigrationError, StorageError, StorageFault
+from engine.errors import CommitOutcomeUnknown, MigrationError, StorageError, StorageFault
 
 __all__ = [
     "BatchStats",
@@ -40,9 +47,13 @@ __all__ = [
     "Synchronous",
     "Writer",
     "check_not_newer",
+    "commit_failure",
+    "end_process",
     "migrate",
     "open_connection",
+    "powersafe_overwrite",
     "storage_error",
+    "sync_folder",
     "transaction",
 ]
 
@@ -107,6 +118,85 @@ def translated(path: Path | str) -> Iterator[None]:
         if err is None:
             raise
         raise err from exc
+
+
+# A COMMIT that raised one of these took no step that could make it durable: SQLite checks
+# locks and deferred constraints before it writes a frame, and leaves the transaction open.
+_NOTHING_WRITTEN: Final = (apsw.BusyError, apsw.LockedError, apsw.ConstraintError)
+
+
+def commit_failure(
+    exc: apsw.Error, path: Path | str, *, full_is_clean: bool
+) -> StorageError | CommitOutcomeUnknown | apsw.Error:
+    """What a COMMIT that raised `exc` left behind: nothing (a StorageError, or the SQL's
+    own error) when a lock or a deferred constraint said no before SQLite wrote, or when
+    the disk was full and `full_is_clean` (the file has powersafe overwrite, so the commit
+    frame is the last thing written and a write that found no room cut it short);
+    anything else may have left a whole commit frame: CommitOutcomeUnknown."""
+    if isinstance(exc, _NOTHING_WRITTEN) or (full_is_clean and isinstance(exc, apsw.FullError)):
+        return storage_error(exc, path) or exc
+    name = (
+        apsw.mapping_extended_result_codes.get(getattr(exc, "extendedresult", -1))
+        or apsw.mapping_result_codes.get(getattr(exc, "result", -1))
+        or type(exc).__name__
+    )
+    detail = f"{name}: {exc}" if str(exc) else str(name)
+    return CommitOutcomeUnknown(
+        f"{path}: a COMMIT failed after it may have written ({detail}); whether it is "
+        "durable is unknown, and this writer takes no more work: restart the process",
+        path=str(path),
+    )
+
+
+def powersafe_overwrite(conn: apsw.Connection) -> bool:
+    """Whether SQLite treats the file as powersafe-overwrite (its unix default): then it
+    writes nothing after a WAL commit frame (no padding to a sector boundary)."""
+    flag = ctypes.c_int(-1)  # -1 asks for the current setting
+    try:
+        known = conn.file_control(
+            "main", apsw.SQLITE_FCNTL_POWERSAFE_OVERWRITE, ctypes.addressof(flag)
+        )
+    except apsw.Error:
+        return False
+    return bool(known) and flag.value == 1
+
+
+def _rollback(conn: apsw.Connection) -> None:
+    """End a transaction that will not commit (SQLite may have rolled it back already).
+    In WAL mode a rollback writes nothing: it drops the cached pages and the lock."""
+    if not conn.get_autocommit():
+        with contextlib.suppress(apsw.Error):
+            conn.execute("ROLLBACK")
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync `folder`, which makes the names created or deleted in it durable. A file
+    system that cannot sync a folder (EINVAL) is let be, as SQLite does."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return
+        raise StorageError(
+            StorageFault.IO,
+            f"{folder}: cannot sync the folder ({exc.strerror or exc})",
+            path=str(folder),
+        ) from exc
+
+
+def end_process(exc: CommitOutcomeUnknown) -> NoReturn:
+    """What a server does when a writer's COMMIT outcome turns unknown (PostgreSQL's answer
+    to a failed fsync): end at once, as a crash would, before any caller of the failed
+    batch hears a word. An HTTP client sees its connection drop, a gRPC caller UNAVAILABLE;
+    both retry with the same key, and the next start (`saga up` restarts the process)
+    reads what is really durable. Register it with `Writer.on_poisoned`."""
+    log.critical("the outcome of a COMMIT is unknown: exiting with %d", exc.exit_code)
+    logging.shutdown()  # flush that line: os._exit runs no handlers
+    os._exit(exc.exit_code)
 
 
 def open_connection(cfg: DbConfig) -> apsw.Connection:
@@ -191,25 +281,40 @@ def _connect(cfg: DbConfig, *, immutable: bool = False) -> apsw.Connection:
         conn.pragma("synchronous", cfg.synchronous.value)
         conn.pragma("foreign_keys", "ON")
         # Touch the schema now so a corrupt or foreign file fails at open, not mid-request.
+        # (In WAL mode this first read also opens the `-wal` file, creating it if need be.)
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-        return conn
+    if not cfg.readonly:
+        # The new file, the journal SQLite switched it to WAL with (now deleted) and the WAL
+        # are names, durable once their folder is synced: else a power cut can bring the
+        # journal back, which empties the database (docs/architecture.md).
+        try:
+            sync_folder(Path(os.path.realpath(cfg.path)).parent)  # SQLite follows symlinks
+        except StorageError:
+            conn.close()
+            raise
+    return conn
 
 
 @contextlib.contextmanager
 def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
-    """`BEGIN IMMEDIATE … COMMIT`, rolled back on any exception (commit failures too)."""
+    """`BEGIN IMMEDIATE … COMMIT`, rolled back on any exception. A COMMIT that fails
+    after it may have written raises CommitOutcomeUnknown (see `commit_failure`)."""
     path = conn.filename
     with translated(path):
         conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
-        with translated(path):
-            conn.execute("COMMIT")
     except BaseException:
-        if not conn.get_autocommit():
-            with contextlib.suppress(apsw.Error):
-                conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
+    try:
+        conn.execute("COMMIT")
+    except apsw.Error as exc:
+        failure = commit_failure(exc, path, full_is_clean=powersafe_overwrite(conn))
+        _rollback(conn)
+        if failure is exc:
+            raise
+        raise failure from exc
 
 
 def check_not_newer(path: Path | str, version: int, known: int) -> None:
@@ -269,6 +374,14 @@ _Outcome = tuple[_Unit[object], bool, object]  # the unit, ok?, its value or exc
 _STOP: Final = object()
 
 
+class _TransactionLost(Exception):
+    """A unit failed and SQLite rolled the whole transaction back with it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _settle_on_loop(outcomes: list[_Outcome]) -> None:
     """Runs on the callers' event loop: hand each coroutine its unit's outcome."""
     for unit, ok, value in outcomes:
@@ -287,8 +400,11 @@ class Writer:
     `await writer.run(fn)` (or `run_sync` from a plain thread) queues `fn(conn)`; the thread
     runs every queued unit in one `BEGIN IMMEDIATE … COMMIT`, each in a SAVEPOINT, and
     resolves the callers only after the COMMIT. An exception raised by `fn` rolls back that
-    unit alone and is re-raised to its caller; a failed COMMIT fails the whole batch with a
-    StorageError, and nothing of it is durable.
+    unit alone and is re-raised to its caller. A batch that fails before its COMMIT, or
+    whose COMMIT wrote nothing (`commit_failure`), fails every unit with a StorageError.
+    A COMMIT whose outcome is unknown fails them with CommitOutcomeUnknown and poisons the
+    writer: every later unit fails the same way, nothing more is written through its
+    connection, and `on_poisoned` listeners are told before any caller.
     """
 
     def __init__(
@@ -310,6 +426,10 @@ class Writer:
         except BaseException:
             self._conn.close()
             raise
+        self._full_is_clean = powersafe_overwrite(self._conn)
+        self._poisoned: CommitOutcomeUnknown | None = None
+        self._listeners: list[Callable[[CommitOutcomeUnknown], None]] = []
+        self._listeners_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -335,7 +455,30 @@ class Writer:
         self._queue.put(_Unit(fn, future=fut))
         return fut
 
+    @property
+    def poisoned(self) -> CommitOutcomeUnknown | None:
+        """The unknown outcome that stopped this writer, if one has."""
+        return self._poisoned
+
+    def on_poisoned(self, listener: Callable[[CommitOutcomeUnknown], None]) -> None:
+        """Call `listener` once when a COMMIT's outcome turns unknown (at once if it already
+        has). It runs on the writer's thread before any caller of the failed batch is told,
+        so a server's `end_process` ends the process before anyone hears a word."""
+        with self._listeners_lock:
+            poisoned = self._poisoned
+            if poisoned is None:
+                self._listeners.append(listener)
+                return
+        listener(poisoned)
+
+    def _unknown(self) -> CommitOutcomeUnknown:
+        """A fresh error for one caller (an exception object is raised once)."""
+        assert self._poisoned is not None
+        return CommitOutcomeUnknown(self._poisoned.message, path=self._poisoned.path)
+
     def _check_open(self) -> None:
+        if self._poisoned is not None:
+            raise self._unknown()
         if self._closed:
             raise StorageError(StorageFault.IO, f"{self.cfg.path}: writer is closed")
 
@@ -381,24 +524,61 @@ class Writer:
 
     def _commit(self, batch: list[_Unit[object]]) -> None:
         started = time.perf_counter()
-        outcomes: list[_Outcome] = []
         live = [unit for unit in batch if unit.start()]
+        if self._poisoned is not None:
+            self._settle([(unit, False, self._unknown()) for unit in live])
+            return
+        conn = self._conn
+        outcomes: list[_Outcome] = []
         try:
-            with transaction(self._conn):
-                for unit in live:
-                    ok, value = self._unit(unit.fn)
-                    outcomes.append((unit, ok, value))
-        except BaseException as exc:  # the COMMIT (or BEGIN) failed: nothing is durable
-            err = exc
-            if isinstance(exc, apsw.Error):
-                err = storage_error(exc, self.cfg.path) or exc
+            conn.execute("BEGIN IMMEDIATE")
+            for unit in live:
+                ok, value = self._unit(unit.fn)
+                outcomes.append((unit, ok, value))
+        except BaseException as exc:  # before any COMMIT: nothing of the batch is durable
+            _rollback(conn)
+            err = exc.error if isinstance(exc, _TransactionLost) else self._translate(exc)
             self._settle([(unit, False, err) for unit in live])
+            if not isinstance(exc, Exception):
+                raise
+            return
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            failure = (
+                commit_failure(exc, self.cfg.path, full_is_clean=self._full_is_clean)
+                if isinstance(exc, apsw.Error)
+                else CommitOutcomeUnknown(f"{self.cfg.path}: COMMIT interrupted ({exc!r})")
+            )
+            _rollback(conn)
+            if isinstance(failure, CommitOutcomeUnknown):
+                self._poison(failure)
+                self._settle([(unit, False, self._unknown()) for unit in live])
+            else:
+                self._settle([(unit, False, failure) for unit in live])
             if not isinstance(exc, Exception):
                 raise
             return
         if self._on_batch is not None:
             self._on_batch(BatchStats(len(live), time.perf_counter() - started))
         self._settle(outcomes)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, apsw.Error):
+            return storage_error(exc, self.cfg.path) or exc
+        return exc
+
+    def _poison(self, err: CommitOutcomeUnknown) -> None:
+        log.critical("%s", err.message)
+        # Not even a close may write through this connection (a last connection's close
+        # checkpoints the WAL into the database).
+        with contextlib.suppress(apsw.Error):
+            self._conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        with self._listeners_lock:
+            self._poisoned = err
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener(err)
 
     def _settle(self, outcomes: list[_Outcome]) -> None:
         """Tell every caller of the batch how its unit went. Threads are told directly;
@@ -426,12 +606,14 @@ class Writer:
         try:
             value = fn(conn)
         except Exception as exc:
+            err = self._translate(exc)
+            if conn.get_autocommit():
+                # SQLite rolled the whole transaction back (an I/O error, or a full disk
+                # while it spilled pages): the units before this one are gone too, and the
+                # next would run outside any transaction. The batch fails as a whole.
+                raise _TransactionLost(err) from exc
             conn.execute("ROLLBACK TO unit")
             conn.execute("RELEASE unit")
-            if isinstance(exc, apsw.Error):
-                translated_exc = storage_error(exc, self.cfg.path)
-                if translated_exc is not None:
-                    return False, translated_exc
-            return False, exc
+            return False, err
         conn.execute("RELEASE unit")
         return True, value

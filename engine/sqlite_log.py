@@ -15,13 +15,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Final, TypeVar
+from typing import Final, Self, TypeVar
 
 import apsw
 
 from engine.clock import HostClock, boot_id
 from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
-from engine.errors import MigrationError, StorageError, StorageFault
+from engine.errors import CommitOutcomeUnknown, MigrationError, StorageError, StorageFault
 from engine.saga_log import (
     Change,
     ChangeFn,
@@ -259,9 +259,7 @@ class SqliteSagaLog:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(
-        cls, cfg: DbConfig, *, on_batch: Callable[[BatchStats], None] | None = None
-    ) -> SqliteSagaLog:
+    def open(cls, cfg: DbConfig, *, on_batch: Callable[[BatchStats], None] | None = None) -> Self:
         writer = Writer(cfg, MIGRATIONS, name="saga-log-writer", on_batch=on_batch)
         try:
             base = writer.run_sync(_this_boot_s_base)
@@ -271,7 +269,7 @@ class SqliteSagaLog:
         return cls(writer, cfg, HostClock(base))
 
     @classmethod
-    def open_readonly(cls, cfg: DbConfig) -> SqliteSagaLog:
+    def open_readonly(cls, cfg: DbConfig) -> Self:
         """Reads only: no writer, no migration, so it never takes the write lock. A look at a
         busy system (an operator's `saga ls`, the audit) then neither waits behind the
         writers nor delays them (WAL readers see the last commit); a writable open waits
@@ -301,6 +299,13 @@ class SqliteSagaLog:
     @property
     def path(self) -> str:
         return str(self._cfg.path)
+
+    def on_poisoned(self, listener: Callable[[CommitOutcomeUnknown], None]) -> None:
+        """`listener` hears it when a write's COMMIT outcome turns unknown: from then on
+        this log takes no more writes (`Writer.on_poisoned`). A server passes
+        `engine.sqlite.end_process`. A read-only log never writes."""
+        if self._writer is not None:
+            self._writer.on_poisoned(listener)
 
     # ---- reads ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.core import CannotChange
-from engine.errors import EngineError, StaleEpoch, StorageError
+from engine.errors import CommitOutcomeUnknown, EngineError, StaleEpoch, StorageError
 from engine.operations import UnknownDefinition
 from engine.saga_log import IdempotencyKeyReused, InvalidCursor, SagaNotFound
 
@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 # The one table: engine error -> (HTTP status, public code). Looked up along the MRO, so a
 # subclass inherits its parent's row unless it has its own.
 ENGINE_ERRORS: Final[Mapping[type[EngineError], tuple[int, str]]] = {
+    # 503 promises that nothing was created; an unknown outcome must never say so. (A
+    # serving gateway ends before it could answer at all: gateway/main.py.)
     StorageError: (503, "unavailable"),
+    CommitOutcomeUnknown: (500, "outcome_unknown"),
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
     InvalidCursor: (400, "invalid_cursor"),
     SagaNotFound: (404, "saga_not_found"),
@@ -107,6 +110,11 @@ def _engine_message(exc: EngineError, code: str) -> str:
         return (
             "the saga log cannot be written right now, so nothing was done; "
             "retry later with the same idempotency key"
+        )
+    if isinstance(exc, CommitOutcomeUnknown):
+        return (
+            "the saga log could not confirm this write, so it may or may not have been "
+            "done; retry with the same idempotency key"
         )
     if isinstance(exc, CannotChange):
         return f"{exc.code}: {exc.message}"

@@ -10,6 +10,10 @@ The order of things, and why:
 4. uvicorn serves on the bound socket. On a signal it stops accepting, lets the requests
    in flight finish, and returns; leaving the lifespan then drains the runner and hands
    unfinished sagas back to the log. The process exits 0.
+5. A write to the saga log whose COMMIT outcome is unknown ends the process at once, exit
+   code 74 (engine.sqlite.end_process), before any request hears of it: a client in
+   flight sees its connection drop and retries with its key; the next start reads what
+   is really durable.
 
 uvicorn re-raises the signal it caught once it has shut down (to die "of" it); the
 handlers installed here receive that re-raise and only set the flag again, so a graceful
@@ -32,8 +36,11 @@ from engine.config import Address, format_addr
 from engine.crashpoints import CrashPoints
 from engine.errors import ListenError
 from engine.logging_setup import configure_logging
+from engine.sqlite import end_process
+from engine.sqlite_log import SqliteSagaLog
 from engine.telemetry import setup_tracing
 from gateway.app import create_app
+from gateway.context import Gateway
 from gateway.settings import GatewaySettings
 
 __all__ = ["bind", "run_gateway"]
@@ -101,6 +108,9 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
     try:
         app = create_app(settings, crash=crash)
         async with app.router.lifespan_context(app):
+            gw: Gateway = app.state.gateway
+            if isinstance(gw.log, SqliteSagaLog):
+                gw.log.on_poisoned(end_process)
             config = uvicorn.Config(
                 app,
                 lifespan="off",  # entered above

@@ -10,7 +10,7 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from engine.errors import EngineError, Overloaded, StorageError
+from engine.errors import CommitOutcomeUnknown, EngineError, Overloaded, StorageError
 from engine.idempotency import StartOutcome, recognise, start_once
 from engine.saga_log import NewSaga, SagaFilter
 from engine.tracing import current_trace_id
@@ -102,6 +102,8 @@ async def _start(response: Response, gw: Gateway, new: NewSaga) -> OrderOut:
         return await _replay_or_refuse(response, gw, new, refusal)
     except StorageError as exc:
         return await _replay_or_refuse(response, gw, new, exc)
+    except CommitOutcomeUnknown:
+        raise  # not a refusal: the order may exist (see gateway/errors.py)
     except EngineError as exc:
         gw.metrics.order_refused(public_code(exc))
         raise

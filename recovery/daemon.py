@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry, start_http_server
 
 from engine.config import format_addr
-from engine.errors import EngineError
+from engine.errors import CommitOutcomeUnknown, EngineError
 from engine.metrics import SagaMetrics
+from engine.sqlite_log import SqliteSagaLog
 from orders.runtime import order_runtime
 from recovery.retention import Retention
 from recovery.settings import RecoverySettings
@@ -34,10 +36,12 @@ async def serve(
     stop: asyncio.Event,
     *,
     tracer_provider: TracerProvider | None = None,
+    on_poisoned: Callable[[CommitOutcomeUnknown], None] | None = None,
 ) -> None:
     """Run until `stop` is set, then drain and hand unfinished sagas back. Spans go to
     `tracer_provider` (the process's global one when None): a resumed saga's spans join
-    the trace stored with it in the log (engine/tracing.py)."""
+    the trace stored with it in the log (engine/tracing.py). `on_poisoned` hears a log
+    write whose COMMIT outcome is unknown (the process passes engine.sqlite.end_process)."""
     registry = CollectorRegistry()
     metrics = SagaMetrics(registry, recovery=True)
     host, port = settings.metrics_addr
@@ -59,6 +63,8 @@ async def serve(
             tracer_provider=tracer_provider,
         ) as runtime:
             clock = runtime.log.clock  # the runner's too: leases and ages on one timeline
+            if on_poisoned is not None and isinstance(runtime.log, SqliteSagaLog):
+                runtime.log.on_poisoned(on_poisoned)
             log.info(
                 "recovery daemon scanning %s every %.1fs (metrics on %s)",
                 settings.drive.log.path,

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Mapping
 
 from engine.logging_setup import configure_logging
+from engine.sqlite import end_process
 from engine.telemetry import setup_tracing
 from recovery.daemon import serve
 from recovery.settings import RecoverySettings
@@ -24,7 +25,7 @@ def run_recovery(env: Mapping[str, str]) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
+        await serve(settings, stop, on_poisoned=end_process)
 
     try:
         asyncio.run(main())

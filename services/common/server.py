@@ -6,6 +6,10 @@ build the grpc.aio server with the service's servicer and grpc's health service,
 address, start, and only then report SERVING. Shutdown (SIGTERM or SIGINT): the handler
 only sets a flag; the lifespan then reports NOT_SERVING, stops the server with a grace
 period for calls in flight, and closes the ledger after its queued writes are durable.
+
+A ledger write whose COMMIT outcome is unknown ends a serving process at once, exit code
+74 (engine.sqlite.end_process): its callers see UNAVAILABLE and retry, and the next start
+reads what is really durable.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from engine.config import Address, format_addr
 from engine.errors import ListenError
+from engine.sqlite import end_process
 from services.common.edge import Edge
 from services.common.faults import FaultInjector, FaultPlan
 from services.common.observe import MetricsEndpoint, interceptors
@@ -173,6 +178,7 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         running = await start(spec, settings)
+        running.store.on_poisoned(end_process)
         metrics = f", metrics on {running.metrics.address}" if running.metrics else ""
         print(
             f"{spec.name} serving on {running.address} (ledger {settings.ledger_path}{metrics})",

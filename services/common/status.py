@@ -4,7 +4,9 @@ applies it to every servicer method.
 A handled error answers its status code with the error's message as the details and its
 stable `code` in the `x-saga-error` trailing metadata. Storage trouble is UNAVAILABLE (the
 caller retries), never INTERNAL with a traceback; only a real bug is INTERNAL, and it is
-logged here with its traceback.
+logged here with its traceback. A write whose COMMIT outcome is unknown is UNKNOWN with
+`outcome_unknown`, never a refusal: the caller sends the same call again, and the journal
+answers a repeat once (a serving process ends first: see services/common/server.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Final, TypeVar
 import grpc
 import grpc.aio
 
-from engine.errors import EngineError, StorageError
+from engine.errors import CommitOutcomeUnknown, EngineError, StorageError
 from services.common.errors import (
     ConflictingRepeat,
     EpochFenced,
@@ -39,6 +41,7 @@ STATUS_BY_ERROR: Final[tuple[tuple[type[EngineError], grpc.StatusCode], ...]] = 
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (InjectedFault, grpc.StatusCode.UNAVAILABLE),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
+    (CommitOutcomeUnknown, grpc.StatusCode.UNKNOWN),
 )
 
 
@@ -77,6 +80,9 @@ def rpc(method: Handler[S, Req, Resp]) -> Handler[S, Req, Resp]:
             message = exc.message
             if isinstance(exc, StorageError):
                 message = f"the ledger is unavailable, retry later: {exc.message}"
+            elif isinstance(exc, CommitOutcomeUnknown):
+                message = f"whether this call was recorded is unknown, send it again: {exc.message}"
+                log.error("%s: %s", method.__name__, message)
             if code is grpc.StatusCode.UNAVAILABLE:
                 log.warning("%s: %s", method.__name__, message)
             await context.abort(code, message, ((ERROR_KEY, exc.code),))

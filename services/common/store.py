@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import apsw
 
-from engine.errors import StorageError, StorageFault
+from engine.errors import CommitOutcomeUnknown, StorageError, StorageFault
 from engine.sqlite import DbConfig, Writer, open_connection, storage_error
 from services.common.errors import LedgerOpenError
 
@@ -44,6 +44,11 @@ class LedgerStore:
     async def write(self, unit: Callable[[apsw.Connection], T]) -> T:
         """Run `unit` in the writer's next group commit; return once it is durable."""
         return await self.writer.run(unit)
+
+    def on_poisoned(self, listener: Callable[[CommitOutcomeUnknown], None]) -> None:
+        """`listener` hears it when a write's COMMIT outcome turns unknown: from then on
+        the ledger takes no more writes (`Writer.on_poisoned`)."""
+        self.writer.on_poisoned(listener)
 
     async def read(self, query: Callable[[apsw.Connection], T]) -> T:
         """Run `query` on one snapshot of the committed state, off the event loop."""
