@@ -30,6 +30,7 @@ from engine.definition import (
     StepResult,
 )
 from engine.errors import (
+    CommitOutcomeUnknown,
     EngineError,
     Overloaded,
     StaleEpoch,
@@ -50,6 +51,7 @@ from engine.sqlite import DbConfig, Synchronous
 from engine.sqlite_log import SqliteSagaLog
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "DbConfig",
     "DefinitionError",
     "Done",
