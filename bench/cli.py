@@ -218,9 +218,9 @@ def recovery(
     data_dir: Path | None,
 ) -> None:
     """One saga recovery daemon against sagas left unfinished at random steps, vs fresh."""
-    from bench.recovery import RecoverySettings, run
+    from bench.recovery import RecoveryBenchSettings, run
 
-    settings = RecoverySettings.quick() if quick else RecoverySettings()
+    settings = RecoveryBenchSettings.quick() if quick else RecoveryBenchSettings()
     settings = replace(
         settings,
         reps=reps or settings.reps,

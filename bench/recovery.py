@@ -32,7 +32,7 @@ from orders.audit import audit
 from orders.audit_io import read_snapshot
 from orders.participants import ServiceAddresses
 
-__all__ = ["HEADER", "Kind", "RecoveryReport", "RecoverySettings", "Run", "run"]
+__all__ = ["HEADER", "Kind", "RecoveryBenchSettings", "RecoveryReport", "Run", "run"]
 
 TARGET_VS_FRESH: Final = 1.0  # recovery at least as fast as normal processing
 _ACTIVE: Final = ", ".join(f"'{s.value}'" for s in ACTIVE_STATUSES)
@@ -44,7 +44,7 @@ class Kind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class RecoverySettings:
+class RecoveryBenchSettings:
     sagas: int = 10_000
     reps: int = 3
     concurrency: int = 128  # SAGA_RECOVERY_CONCURRENCY, the daemon's default
@@ -55,7 +55,7 @@ class RecoverySettings:
     command: str = "python -m bench recovery"
 
     @classmethod
-    def quick(cls) -> RecoverySettings:
+    def quick(cls) -> RecoveryBenchSettings:
         return cls(sagas=60, reps=1, timeout_s=60.0)
 
 
@@ -96,7 +96,7 @@ def _int(value: object) -> int:
     return value
 
 
-def measure(kind: Kind, rep: int, settings: RecoverySettings, root: Path) -> Run:
+def measure(kind: Kind, rep: int, settings: RecoveryBenchSettings, root: Path) -> Run:
     run = Run(kind, rep, settings.sagas)
     with BenchStack(root, redis=False) as stack:
         stack.start_services()
@@ -144,7 +144,7 @@ def measure(kind: Kind, rep: int, settings: RecoverySettings, root: Path) -> Run
     )
 
 
-def _measure(kind: Kind, rep: int, settings: RecoverySettings) -> Run:
+def _measure(kind: Kind, rep: int, settings: RecoveryBenchSettings) -> Run:
     with tempfile.TemporaryDirectory(prefix="saga-recovery-", dir=settings.data_dir) as tmp:
         try:
             return measure(kind, rep, settings, Path(tmp))
@@ -175,7 +175,7 @@ def _ratio(runs: Sequence[Run], of: Run) -> float | None:
     return None
 
 
-def table(settings: RecoverySettings, runs: Sequence[Run]) -> str:
+def table(settings: RecoveryBenchSettings, runs: Sequence[Run]) -> str:
     cells = []
     for kind in Kind:
         mine = [r for r in runs if r.kind is kind]
@@ -197,7 +197,7 @@ def table(settings: RecoverySettings, runs: Sequence[Run]) -> str:
     return markdown_table(("backlog", *HEADER), cells)
 
 
-def render(settings: RecoverySettings, runs: Sequence[Run], info: dict[str, str]) -> str:
+def render(settings: RecoveryBenchSettings, runs: Sequence[Run], info: dict[str, str]) -> str:
     s = settings
     parts = [
         "## Recovery benchmark",
@@ -235,13 +235,13 @@ def render(settings: RecoverySettings, runs: Sequence[Run], info: dict[str, str]
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
-    settings: RecoverySettings
+    settings: RecoveryBenchSettings
     runs: tuple[Run, ...]
     markdown: str
     files: tuple[Path, ...] = ()
 
 
-def run(settings: RecoverySettings, progress: Callable[[str], None]) -> RecoveryReport:
+def run(settings: RecoveryBenchSettings, progress: Callable[[str], None]) -> RecoveryReport:
     runs: list[Run] = []
     for rep in range(1, settings.reps + 1):
         for kind in (Kind.CRASHED, Kind.FRESH):

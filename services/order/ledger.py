@@ -27,9 +27,9 @@ from services.common.paging import LedgerPage, PageRequest
 
 __all__ = [
     "MIGRATIONS",
-    "Order",
+    "LedgerOrder",
+    "LedgerStatus",
     "OrderLine",
-    "OrderStatus",
     "create",
     "decide_status",
     "get",
@@ -68,18 +68,18 @@ END;
 )
 
 
-class OrderStatus(StrEnum):
+class LedgerStatus(StrEnum):
     PENDING = "PENDING"
     CONFIRMED = "CONFIRMED"
     CANCELLED = "CANCELLED"
 
 
 @dataclass(frozen=True, slots=True)
-class Order:
+class LedgerOrder:
     id: str
     customer_id: str
     items: tuple[OrderLine, ...]  # in the order they were given
-    status: OrderStatus
+    status: LedgerStatus
     total_cents: int
     reason: str = ""
 
@@ -91,9 +91,9 @@ def total_cents(lines: Iterable[OrderLine]) -> int:
     return sum(quantity * price for _, quantity, price in lines)
 
 
-def decide_status(current: OrderStatus, requested: OrderStatus) -> tuple[bool, bool]:
+def decide_status(current: LedgerStatus, requested: LedgerStatus) -> tuple[bool, bool]:
     """(success, whether to write) for a move from `current` to a terminal `requested`."""
-    if current is OrderStatus.PENDING:
+    if current is LedgerStatus.PENDING:
         return True, True
     return current is requested, False
 
@@ -103,7 +103,7 @@ def decide_status(current: OrderStatus, requested: OrderStatus) -> tuple[bool, b
 
 def create(
     conn: apsw.Connection, order_id: str, epoch: int, customer_id: str, lines: Sequence[OrderLine]
-) -> Order:
+) -> LedgerOrder:
     fence(conn, order_id, epoch)
     existing = get(conn, order_id)
     if existing is not None:
@@ -115,7 +115,9 @@ def create(
                 f"(now customer {customer_id!r} and items {_describe(lines)})",
             )
         return existing
-    order = Order(order_id, customer_id, tuple(lines), OrderStatus.PENDING, total_cents(lines))
+    order = LedgerOrder(
+        order_id, customer_id, tuple(lines), LedgerStatus.PENDING, total_cents(lines)
+    )
     conn.execute(
         "INSERT INTO orders (id, customer_id, status, total_cents, reason) VALUES (?, ?, ?, ?, '')",
         (order.id, order.customer_id, order.status, order.total_cents),
@@ -129,20 +131,20 @@ def create(
 
 
 def update_status(
-    conn: apsw.Connection, order_id: str, epoch: int, status: OrderStatus, reason: str = ""
+    conn: apsw.Connection, order_id: str, epoch: int, status: LedgerStatus, reason: str = ""
 ) -> bool:
     """Move a PENDING order to CONFIRMED or CANCELLED; False if it is in the other one."""
-    if status is OrderStatus.PENDING:
+    if status is LedgerStatus.PENDING:
         raise ValueError("an order cannot be moved back to PENDING")
     fence(conn, order_id, epoch)
     row = conn.execute("SELECT status FROM orders WHERE id = ?", (order_id,)).fetchone()
     if row is None:
         raise NotFound(order_id)
-    success, write = decide_status(OrderStatus(row[0]), status)
+    success, write = decide_status(LedgerStatus(row[0]), status)
     if write:
         conn.execute(
             "UPDATE orders SET status = ?, reason = ? WHERE id = ?",
-            (status, reason if status is OrderStatus.CANCELLED else "", order_id),
+            (status, reason if status is LedgerStatus.CANCELLED else "", order_id),
         )
     return success
 
@@ -156,7 +158,7 @@ def _describe(lines: Iterable[OrderLine]) -> str:
 _COLUMNS: Final = "id, customer_id, status, total_cents, reason"
 
 
-def get(conn: apsw.Connection, order_id: str) -> Order | None:
+def get(conn: apsw.Connection, order_id: str) -> LedgerOrder | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,)).fetchone()
     if row is None:
         return None
@@ -168,7 +170,7 @@ def get(conn: apsw.Connection, order_id: str) -> Order | None:
     return _order(row, [(p, q, c) for _, p, q, c in lines])
 
 
-def list_orders(conn: apsw.Connection, page: PageRequest) -> LedgerPage[Order]:
+def list_orders(conn: apsw.Connection, page: PageRequest) -> LedgerPage[LedgerOrder]:
     rows = list(
         conn.execute(
             f"SELECT {_COLUMNS} FROM orders WHERE id > ? ORDER BY id LIMIT ?",
@@ -187,13 +189,15 @@ def list_orders(conn: apsw.Connection, page: PageRequest) -> LedgerPage[Order]:
     return LedgerPage.of(orders, page.limit, lambda o: o.id, _size)
 
 
-def _size(order: Order) -> int:
+def _size(order: LedgerOrder) -> int:
     """About the bytes of an order on the wire, to keep a page under the message limit."""
     fixed = 48 + len(order.id) + len(order.customer_id) + len(order.reason)
     return fixed + sum(24 + len(product) for product, _, _ in order.items)
 
 
-def _order(row: Any, lines: Iterable[Any]) -> Order:  # an apsw row of _COLUMNS, item rows
+def _order(row: Any, lines: Iterable[Any]) -> LedgerOrder:  # an apsw row of _COLUMNS, item rows
     order_id, customer, status, total, reason = row
     items = tuple((str(p), int(q), int(c)) for p, q, c in lines)
-    return Order(str(order_id), str(customer), items, OrderStatus(status), int(total), str(reason))
+    return LedgerOrder(
+        str(order_id), str(customer), items, LedgerStatus(status), int(total), str(reason)
+    )

@@ -20,14 +20,14 @@ from services.settings import ServiceSettings
 
 __all__ = ["OrderServicer", "spec"]
 
-STATUSES: Final[dict[ledger.OrderStatus, pb.Status.ValueType]] = {
-    ledger.OrderStatus.PENDING: pb.PENDING,
-    ledger.OrderStatus.CONFIRMED: pb.CONFIRMED,
-    ledger.OrderStatus.CANCELLED: pb.CANCELLED,
+STATUSES: Final[dict[ledger.LedgerStatus, pb.Status.ValueType]] = {
+    ledger.LedgerStatus.PENDING: pb.PENDING,
+    ledger.LedgerStatus.CONFIRMED: pb.CONFIRMED,
+    ledger.LedgerStatus.CANCELLED: pb.CANCELLED,
 }
-TERMINAL: Final[dict[int, ledger.OrderStatus]] = {
-    pb.CONFIRMED: ledger.OrderStatus.CONFIRMED,
-    pb.CANCELLED: ledger.OrderStatus.CANCELLED,
+TERMINAL: Final[dict[int, ledger.LedgerStatus]] = {
+    pb.CONFIRMED: ledger.LedgerStatus.CONFIRMED,
+    pb.CANCELLED: ledger.LedgerStatus.CANCELLED,
 }
 
 
@@ -114,7 +114,7 @@ class OrderServicer(pb_grpc.OrderServicer):
         )
 
 
-def _info(order: ledger.Order) -> pb.OrderInfo:
+def _info(order: ledger.LedgerOrder) -> pb.OrderInfo:
     return pb.OrderInfo(
         id=order.id,
         customer_id=order.customer_id,

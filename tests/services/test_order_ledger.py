@@ -10,7 +10,7 @@ import pytest
 from services.common.errors import ConflictingRepeat, EpochFenced, NotFound
 from services.common.paging import PageRequest
 from services.order import ledger
-from services.order.ledger import Order, OrderLine, OrderStatus
+from services.order.ledger import LedgerOrder, LedgerStatus, OrderLine
 from tests.services.helpers import ledger_conn, unit
 
 LINES: list[OrderLine] = [("prod_1", 2, 5000), ("prod_2", 1, 1999)]
@@ -27,12 +27,12 @@ def create(
     customer: str = "cust_1",
     lines: list[OrderLine] = LINES,
     epoch: int = 0,
-) -> Order:
+) -> LedgerOrder:
     return unit(conn, lambda c: ledger.create(c, order_id, epoch, customer, lines))
 
 
 def update(
-    conn: apsw.Connection, order_id: str, status: OrderStatus, reason: str = "", epoch: int = 0
+    conn: apsw.Connection, order_id: str, status: LedgerStatus, reason: str = "", epoch: int = 0
 ) -> bool:
     return unit(conn, lambda c: ledger.update_status(c, order_id, epoch, status, reason))
 
@@ -41,12 +41,12 @@ def test_create_is_pending_with_its_total_and_idempotent_on_the_id(
     conn: apsw.Connection,
 ) -> None:
     made = create(conn)
-    assert made == Order("o1", "cust_1", tuple(LINES), OrderStatus.PENDING, 11_999)
+    assert made == LedgerOrder("o1", "cust_1", tuple(LINES), LedgerStatus.PENDING, 11_999)
     assert ledger.get(conn, "o1") == made
     assert create(conn, lines=list(reversed(LINES))) == made  # same items, other order
-    update(conn, "o1", OrderStatus.CONFIRMED)
+    update(conn, "o1", LedgerStatus.CONFIRMED)
     again = create(conn)
-    assert again.status is OrderStatus.CONFIRMED, "the existing order as it is now"
+    assert again.status is LedgerStatus.CONFIRMED, "the existing order as it is now"
     assert conn.execute("SELECT count(*) FROM orders").fetchall() == [(1,)]
 
 
@@ -56,14 +56,14 @@ def test_create_with_another_customer_or_items_is_refused(conn: apsw.Connection)
         create(conn, customer="cust_2")
     with pytest.raises(ConflictingRepeat):
         create(conn, lines=[("prod_1", 2, 5000)])
-    assert ledger.get(conn, "o1") == Order(
-        "o1", "cust_1", tuple(LINES), OrderStatus.PENDING, 11_999
+    assert ledger.get(conn, "o1") == LedgerOrder(
+        "o1", "cust_1", tuple(LINES), LedgerStatus.PENDING, 11_999
     )
 
 
-@pytest.mark.parametrize("final", [OrderStatus.CONFIRMED, OrderStatus.CANCELLED])
-def test_a_terminal_status_never_changes(conn: apsw.Connection, final: OrderStatus) -> None:
-    other = OrderStatus.CANCELLED if final is OrderStatus.CONFIRMED else OrderStatus.CONFIRMED
+@pytest.mark.parametrize("final", [LedgerStatus.CONFIRMED, LedgerStatus.CANCELLED])
+def test_a_terminal_status_never_changes(conn: apsw.Connection, final: LedgerStatus) -> None:
+    other = LedgerStatus.CANCELLED if final is LedgerStatus.CONFIRMED else LedgerStatus.CONFIRMED
     create(conn)
     assert update(conn, "o1", final, "out_of_stock")
     assert update(conn, "o1", final, "something else"), "the same status again: success"
@@ -71,22 +71,22 @@ def test_a_terminal_status_never_changes(conn: apsw.Connection, final: OrderStat
     found = ledger.get(conn, "o1")
     assert found is not None
     assert found.status is final
-    assert found.reason == ("out_of_stock" if final is OrderStatus.CANCELLED else "")
+    assert found.reason == ("out_of_stock" if final is LedgerStatus.CANCELLED else "")
 
 
 def test_the_ledger_itself_refuses_to_move_a_terminal_order(conn: apsw.Connection) -> None:
     create(conn)
-    update(conn, "o1", OrderStatus.CANCELLED, "payment_declined")
+    update(conn, "o1", LedgerStatus.CANCELLED, "payment_declined")
     with pytest.raises(apsw.ConstraintError, match="never changes"):
         unit(conn, lambda c: c.execute("UPDATE orders SET status = 'CONFIRMED'"))
 
 
 def test_unknown_order_and_pending_are_refused(conn: apsw.Connection) -> None:
     with pytest.raises(NotFound):
-        update(conn, "nope", OrderStatus.CONFIRMED)
+        update(conn, "nope", LedgerStatus.CONFIRMED)
     create(conn)
     with pytest.raises(ValueError, match="PENDING"):
-        update(conn, "o1", OrderStatus.PENDING)
+        update(conn, "o1", LedgerStatus.PENDING)
 
 
 def test_epoch_fencing(conn: apsw.Connection) -> None:
@@ -94,19 +94,19 @@ def test_epoch_fencing(conn: apsw.Connection) -> None:
     with pytest.raises(EpochFenced):
         create(conn, epoch=1)
     with pytest.raises(EpochFenced):
-        update(conn, "o1", OrderStatus.CONFIRMED, epoch=1)
-    assert update(conn, "o1", OrderStatus.CANCELLED, "cancelled_by_operator", epoch=4)
+        update(conn, "o1", LedgerStatus.CONFIRMED, epoch=1)
+    assert update(conn, "o1", LedgerStatus.CANCELLED, "cancelled_by_operator", epoch=4)
     with pytest.raises(EpochFenced):
-        update(conn, "o1", OrderStatus.CANCELLED, epoch=3)
+        update(conn, "o1", LedgerStatus.CANCELLED, epoch=3)
     found = ledger.get(conn, "o1")
     assert found is not None
-    assert found.status is OrderStatus.CANCELLED
+    assert found.status is LedgerStatus.CANCELLED
 
 
 def test_list_orders_pages_through_everything_in_order(conn: apsw.Connection) -> None:
     for i in range(9):
         create(conn, f"o{i}", lines=[("prod_1", i + 1, 100), ("prod_0", 1, 1)])
-    seen: list[Order] = []
+    seen: list[LedgerOrder] = []
     after = ""
     while True:
         found = ledger.list_orders(conn, PageRequest(4, after))

@@ -209,9 +209,9 @@ class LedgerParticipants:
     async def set_order_status(
         self, order_id: str, status: order_pb2.Status.ValueType, reason: str, epoch: int
     ) -> bool:
-        to = orders.OrderStatus.CONFIRMED
+        to = orders.LedgerStatus.CONFIRMED
         if status == order_pb2.CANCELLED:
-            to = orders.OrderStatus.CANCELLED
+            to = orders.LedgerStatus.CANCELLED
         ok = await self._write(
             "order",
             self._order,
