@@ -24,7 +24,7 @@ from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.order.v1 import order_pb2, order_pb2_grpc
 from proto.payment.v1 import payment_pb2, payment_pb2_grpc
 
-__all__ = ["read_snapshot", "wait_until_settled"]
+__all__ = ["read_snapshot", "saga_row", "wait_until_settled"]
 
 PAGE = 1000
 
@@ -51,13 +51,14 @@ def _saga_rows(log: SqliteSagaLog) -> list[SagaRow]:
     cursor: str | None = None
     while True:
         page = log.list_sagas_sync(SagaFilter(definition=ORDER_SAGA), limit=PAGE, cursor=cursor)
-        rows += [_saga_row(r) for r in page.items]
+        rows += [saga_row(r) for r in page.items]
         cursor = page.next_cursor
         if cursor is None:
             return rows
 
 
-def _saga_row(record: SagaRecord) -> SagaRow:
+def saga_row(record: SagaRecord) -> SagaRow:
+    """What the audit judges of one order saga."""
     order = OrderRequest.from_payload(record.payload)
     return SagaRow(
         id=record.id,

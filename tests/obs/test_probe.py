@@ -4,7 +4,6 @@ answer, 1 with one line saying why otherwise."""
 from __future__ import annotations
 
 import http.server
-import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -16,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from saga.cli import main
 from tests.support.procs import free_port
+from tests.unit.test_probes import speaking_http2
 
 
 @pytest.fixture
@@ -85,19 +85,7 @@ def test_http_2xx_is_healthy_and_anything_else_is_not(http_server: str) -> None:
 
 def test_http_against_something_that_does_not_speak_http_is_one_line() -> None:
     # A probe pointed at a gRPC port by mistake reads HTTP/2 frames: unhealthy, said once.
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-
-        def answer_with_http2_frames() -> None:
-            conn, _ = server.accept()
-            with conn:
-                conn.recv(1024)
-                conn.sendall(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\x7f\xff\xff\xff\n")
-
-        thread = threading.Thread(target=answer_with_http2_frames, daemon=True)
-        thread.start()
-        code, output = probe("http", f"http://127.0.0.1:{server.getsockname()[1]}/healthz")
-        thread.join(timeout=5)
+    with speaking_http2() as url:
+        code, output = probe("http", url)
     assert code == 1 and "not an HTTP/1.1 answer" in output, output
     assert len(output.strip().splitlines()) == 1, output

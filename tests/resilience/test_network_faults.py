@@ -76,30 +76,43 @@ class Net:
         return judge(history, outcome)
 
 
+def open_net(
+    tmp_path: Path,
+    cleanup: contextlib.ExitStack,
+    *,
+    gateway_env: Mapping[str, str] | None = None,
+    daemon_env: Mapping[str, str] | None = None,
+) -> Net:
+    """The stack with a fault proxy on every link (closed by `cleanup`); `gateway_env` and
+    `daemon_env` are added to the gateway's and the daemon's environments."""
+    redis = Redis(tmp_path)
+    cleanup.callback(redis.kill)
+    stack = Stack.create(tmp_path, **SHORT)
+    cleanup.callback(stack.close)
+    stack.start_services()
+
+    def link(name: str, port: int, http2: bool) -> FaultProxy:
+        return cleanup.enter_context(FaultProxy(port, http2=http2, name=name))
+
+    links = {
+        name: link(name, int(stack.env[var].rsplit(":", 1)[1]), True)
+        for name, var in SERVICE_ADDR_VARS.items()
+    }
+    links["redis"] = link("redis", redis.port, False)
+    via = {var: links[name].address for name, var in SERVICE_ADDR_VARS.items()}
+    redis_url = f"redis://{links['redis'].address}/0"
+    stack.start_gateway(env={**via, "REDIS_URL": redis_url, **(gateway_env or {})})
+    stack.recovery({**via, "SAGA_RECOVERY_INTERVAL_S": "0.5", **(daemon_env or {})})
+    links["gateway"] = link("gateway", stack.port, False)
+    recorder = Recorder(tmp_path / "history.jsonl")
+    cleanup.callback(recorder.close)
+    return Net(stack, links, recorder)
+
+
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Net]:
     with contextlib.ExitStack() as cleanup:
-        redis = Redis(tmp_path)
-        cleanup.callback(redis.kill)
-        stack = Stack.create(tmp_path, **SHORT)
-        cleanup.callback(stack.close)
-        stack.start_services()
-
-        def link(name: str, port: int, http2: bool) -> FaultProxy:
-            return cleanup.enter_context(FaultProxy(port, http2=http2, name=name))
-
-        links = {
-            name: link(name, int(stack.env[var].rsplit(":", 1)[1]), True)
-            for name, var in SERVICE_ADDR_VARS.items()
-        }
-        links["redis"] = link("redis", redis.port, False)
-        via = {var: links[name].address for name, var in SERVICE_ADDR_VARS.items()}
-        stack.start_gateway(env={**via, "REDIS_URL": f"redis://{links['redis'].address}/0"})
-        stack.recovery({**via, "SAGA_RECOVERY_INTERVAL_S": "0.5"})
-        links["gateway"] = link("gateway", stack.port, False)
-        recorder = Recorder(tmp_path / "history.jsonl")
-        cleanup.callback(recorder.close)
-        yield Net(stack, links, recorder)
+        yield open_net(tmp_path, cleanup)
 
 
 # ---- the clients ---------------------------------------------------------------------------

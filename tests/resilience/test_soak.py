@@ -34,14 +34,14 @@ from tests.resilience.test_network_faults import (
     LINKS,
     SHORT,
     Net,
+    open_net,
     run_clients,
     wait_clients,
 )
 from tests.support.clocks import WallClock, faketime_preload
 from tests.support.faultproxy import FaultProxy
-from tests.support.history import History, Recorder
-from tests.support.procs import SERVICE_ADDR_VARS, SagaProcess
-from tests.support.stack import Redis, Stack
+from tests.support.history import History
+from tests.support.procs import SagaProcess
 
 KINDS: Final = ("kill", "pause", "network", "clock")
 LEASE_S: Final = float(SHORT["SAGA_LEASE_S"])
@@ -133,32 +133,14 @@ def soak(tmp_path: Path) -> Iterator[Soak]:
     if "clock" in chosen_kinds():  # libfaketime only where it is wanted: it costs time
         preload = faketime_preload(tmp_path)
         clocks = {name: WallClock(tmp_path, name, preload) for name in ("gateway", "recovery")}
-    no_clock: dict[str, str] = {}
     with contextlib.ExitStack() as cleanup:
-        redis = Redis(tmp_path)
-        cleanup.callback(redis.kill)
-        stack = Stack.create(tmp_path, **SHORT)
-        cleanup.callback(stack.close)
-        stack.start_services()
-
-        def link(name: str, port: int, http2: bool) -> FaultProxy:
-            return cleanup.enter_context(FaultProxy(port, http2=http2, name=name))
-
-        links = {
-            name: link(name, int(stack.env[var].rsplit(":", 1)[1]), True)
-            for name, var in SERVICE_ADDR_VARS.items()
-        }
-        links["redis"] = link("redis", redis.port, False)
-        via = {var: links[name].address for name, var in SERVICE_ADDR_VARS.items()}
-        redis_url = f"redis://{links['redis'].address}/0"
-        gateway_clock = clocks["gateway"].env if clocks else no_clock
-        daemon_clock = clocks["recovery"].env if clocks else no_clock
-        stack.start_gateway(env={**via, "REDIS_URL": redis_url, **gateway_clock})
-        stack.recovery({**via, "SAGA_RECOVERY_INTERVAL_S": "0.5", **daemon_clock})
-        links["gateway"] = link("gateway", stack.port, False)
-        recorder = Recorder(tmp_path / "history.jsonl")
-        cleanup.callback(recorder.close)
-        yield Soak(Net(stack, links, recorder), clocks, random.Random(7))
+        net = open_net(
+            tmp_path,
+            cleanup,
+            gateway_env=clocks["gateway"].env if clocks else None,
+            daemon_env=clocks["recovery"].env if clocks else None,
+        )
+        yield Soak(net, clocks, random.Random(7))
 
 
 @pytest.mark.soak

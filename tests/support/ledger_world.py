@@ -26,10 +26,11 @@ from engine.core import ACTIVE_STATUSES, SagaStatus, Transition
 from engine.definition import SagaDefinition
 from engine.errors import CommitOutcomeUnknown, StaleEpoch, StorageError, TransientStepError
 from engine.runner import Runner, RunnerSettings
-from engine.saga_log import CreateResult, NewSaga, SagaFilter, SagaRecord, Takeover
+from engine.saga_log import CreateResult, NewSaga, SagaFilter, Takeover
 from engine.sqlite import DbConfig, Synchronous
 from engine.sqlite_log import SqliteSagaLog
-from orders.audit import OrderRow, PaymentRow, ReservationRow, SagaRow, Snapshot, audit
+from orders.audit import OrderRow, PaymentRow, ReservationRow, Snapshot, audit
+from orders.audit_io import saga_row
 from orders.errors import CallRefused
 from orders.model import ORDER_SAGA, Item, OrderRequest
 from orders.participants import Participants
@@ -467,24 +468,12 @@ def _snapshot(world: World) -> Snapshot:
     paid = world.payment.read_sync(lambda c: payments.list_payments(c, _ALL)).records
     stock = world.inventory.read_sync(inventory.stock)
     return Snapshot(
-        sagas=[_saga_row(r) for r in records],
+        sagas=[saga_row(r) for r in records],
         orders=[OrderRow(o.id, o.status.value, o.reason, o.total_cents) for o in made],
         reservations=[ReservationRow(r.order_id, r.state.value, r.items) for r in held],
         payments=[PaymentRow(p.order_id, p.state.value, p.amount_cents) for p in paid],
         initial_stock=dict(stock.initial),
         available_stock=dict(stock.available),
-    )
-
-
-def _saga_row(record: SagaRecord) -> SagaRow:
-    order = OrderRequest.from_payload(record.payload)
-    return SagaRow(
-        id=record.id,
-        status=record.status,
-        reason=record.reason,
-        idempotency_key=record.idempotency_key,
-        items=tuple((i.product_id, i.quantity) for i in order.items),
-        total_cents=order.total_cents,
     )
 
 

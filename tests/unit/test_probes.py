@@ -6,8 +6,10 @@ SO_REUSEPORT, the gateway could not bind, and its readiness probe read HTTP/2 fr
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from saga.probes import free_port, http_ok
@@ -23,7 +25,9 @@ def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> Non
             sock.bind(("127.0.0.1", port))  # raises if anything holds it
 
 
-def test_a_probe_of_something_that_does_not_speak_http_is_not_ready() -> None:
+@contextlib.contextmanager
+def speaking_http2() -> Iterator[str]:
+    """A URL whose server answers one request with HTTP/2 frames, as a gRPC port would."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -36,5 +40,10 @@ def test_a_probe_of_something_that_does_not_speak_http_is_not_ready() -> None:
 
         thread = threading.Thread(target=answer_with_http2_frames, daemon=True)
         thread.start()
-        assert http_ok(f"http://127.0.0.1:{server.getsockname()[1]}/healthz") is False
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/healthz"
         thread.join(timeout=5)
+
+
+def test_a_probe_of_something_that_does_not_speak_http_is_not_ready() -> None:
+    with speaking_http2() as url:
+        assert http_ok(url) is False
