@@ -7,7 +7,7 @@ between)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -44,6 +44,7 @@ __all__ = [
     "Timeline",
     "action_preview",
     "human_duration",
+    "next_text",
     "step_views",
     "timeline",
 ]
@@ -354,9 +355,3 @@ def action_preview(
         "The saga turns back before its pivot: it will "
         f"{what}; the order ends CANCELLED with reason {CANCELLED_BY_OPERATOR}.",
     )
-
-
-def definition_of(
-    record: SagaRecord, definitions: Mapping[str, SagaDefinition]
-) -> SagaDefinition | None:
-    return definitions.get(record.definition)
