@@ -152,7 +152,7 @@ async def measure(path: Path, pages: list[tuple[str, str, bool]], repeat: int) -
     log = SqliteSagaLog.open(settings.drive.log.db)
     participants = Participants(settings.drive.services)  # nothing listens: "not ready"
     app = create_app(settings, log=log, participants=participants, owner="bench-gateway")
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level=None)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     out: list[Timing] = []

@@ -65,7 +65,11 @@ async def serve(
     app = create_app(settings, log=saga_log, participants=participants, **kw)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        # log_config and log_level None: uvicorn leaves the process's logging alone (its own
+        # configuration would stop its loggers reaching the root for every later test).
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, lifespan="on", log_config=None, log_level=None
+        )
     )
     task = asyncio.create_task(server.serve())
     try:

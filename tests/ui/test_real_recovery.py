@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.gateway.conftest import ORDER_50
-from tests.support.stack import Stack, wait_terminal
+from tests.support.stack import Stack, wait_for, wait_terminal
 from tests.ui.conftest import browser, screenshot, tab
 
 pytestmark = pytest.mark.slow
@@ -54,6 +54,13 @@ def test_a_saga_recovered_after_a_gateway_kill_shows_its_new_owner(stack: Stack)
         http.post("/orders", json=ORDER_50, headers=key)
     assert gateway.wait(15) == -9  # killed itself, the payment's intent durable
     stack.recovery()
+
+    def finished() -> bool:  # by the daemon: no gateway runs until it is
+        with stack.log() as log:
+            record = asyncio.run(log.get_by_key(key["X-Idempotency-Key"]))
+        return record is not None and record.status.finished
+
+    wait_for(finished, what="the daemon did not finish the dead gateway's saga")
     stack.start_gateway()
     with stack.client() as http:
         resp = http.post("/orders", json=ORDER_50, headers=key)
