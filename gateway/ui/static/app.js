@@ -198,6 +198,11 @@
           error.textContent = "Give the admin token (SAGA_ADMIN_TOKEN) to act.";
           return;
         }
+        if (!/^[\x20-\x7e\xa0-\xff]+$/.test(candidate)) {
+          // fetch() refuses such a header: it could never match what the gateway expects
+          error.textContent = "That is not a token an HTTP header can carry.";
+          return;
+        }
         const problem = await checkToken(candidate);
         if (problem !== null) {
           error.textContent = `The token was not accepted: ${problem}`;
