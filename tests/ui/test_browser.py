@@ -7,7 +7,6 @@ ${TMPDIR:-/tmp}/durable-saga-ci/screenshots/ (docs/explorer.md shows them)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -125,7 +124,7 @@ async def test_the_overview_and_the_list_follow_new_orders(gw: Served) -> None:
 async def test_a_recovered_saga_shows_its_change_of_owner(gw: Served) -> None:
     # Its first owner wrote an intent and vanished, as a killed gateway does: this
     # gateway claims it when the lease runs out (epoch 2) and drives it to the end.
-    now = time.time_ns() // 1_000_000
+    now = gw.log.clock.now_ms()  # leases are read on the log's clock
     payload = OrderRequest("cust_recovered", (Item("prod_1", 2, 1250),)).to_payload()
     new = NewSaga("recovered-1", ORDER_SAGA, payload, trace_id="0af7651916cd43dd8448eb211c80319c")
     await gw.log.create(new, owner="gateway@killed", lease_expires_ms=now + 300, now_ms=now)

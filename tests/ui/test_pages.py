@@ -146,7 +146,7 @@ async def test_one_saga_shows_its_state_input_timeline_and_links(gw: Served) -> 
 async def test_a_recovery_shows_the_change_of_owner(gw: Served) -> None:
     # A saga its first owner started and then left (as a killed gateway does): this
     # gateway's pump claims it once the lease runs out, at epoch 2, and finishes it.
-    now = _wall_ms()
+    now = gw.log.clock.now_ms()  # leases are read on the log's clock
     payload = OrderRequest("cust_r", (Item("prod_1", 1, 500),)).to_payload()
     new = NewSaga("recovered-1", ORDER_SAGA, payload)
     await gw.log.create(new, owner="gateway-killed", lease_expires_ms=now + 200, now_ms=now)
@@ -158,12 +158,6 @@ async def test_a_recovery_shows_the_change_of_owner(gw: Served) -> None:
     assert "owner changed" in text and "recovery: claimed by gateway@" in text
     assert "1 recovery" in text and "in doubt" in text  # the lost attempt
     assert re.search(r'<td id="epoch">2</td>', text)
-
-
-def _wall_ms() -> int:
-    import time
-
-    return time.time_ns() // 1_000_000
 
 
 async def test_a_live_fragment_is_the_refreshing_part_only(gw: Served) -> None:
