@@ -24,6 +24,7 @@ from engine.core import Phase, SagaStatus, Transition
 from engine.saga_log import (
     ChangeFn,
     CreateResult,
+    MinuteCounts,
     NewSaga,
     Pruned,
     SagaFilter,
@@ -152,6 +153,11 @@ class WatchedLog:
     ) -> SagaPage:
         return await self.inner.list_sagas(flt, limit=limit, cursor=cursor)
 
+    async def list_by_payload_field(
+        self, field: str, value: str, *, limit: int, cursor: str | None = None
+    ) -> SagaPage:
+        return await self.inner.list_by_payload_field(field, value, limit=limit, cursor=cursor)
+
     async def prune_history(
         self, *, finished_before_ms: int, limit: int, cursor: str | None, dry_run: bool = False
     ) -> Pruned:
@@ -161,6 +167,9 @@ class WatchedLog:
 
     async def count_by_status(self) -> dict[SagaStatus, int]:
         return await self.inner.count_by_status()
+
+    async def count_per_minute(self, *, since_ms: int) -> list[MinuteCounts]:
+        return await self.inner.count_per_minute(since_ms=since_ms)
 
     async def count_claimable(self, *, now_ms: int) -> int:
         return await self.inner.count_claimable(now_ms=now_ms)

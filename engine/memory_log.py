@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, replace
 from engine.clock import HostClock
 from engine.core import ACTIVE_STATUSES, Phase, SagaStatus, Transition
 from engine.saga_log import (
+    INDEXED_PAYLOAD_FIELDS,
     ChangeFn,
     CreateResult,
+    MinuteCounts,
     NewSaga,
     PruneBatch,
     Pruned,
@@ -25,6 +27,8 @@ from engine.saga_log import (
     Takeover,
     decode_cursor,
     encode_cursor,
+    minute_of,
+    payload_field,
     replay,
 )
 
@@ -240,6 +244,27 @@ class MemorySagaLog:
             tuple(e.record for e in page), encode_cursor(page[-1].seq) if more and page else None
         )
 
+    async def list_by_payload_field(
+        self, field: str, value: str, *, limit: int, cursor: str | None = None
+    ) -> SagaPage:
+        if field not in INDEXED_PAYLOAD_FIELDS:
+            raise ValueError(f"payload field {field!r} has no index: not searchable")
+        before = None if cursor is None else decode_cursor(cursor)
+        matches: list[_Entry] = []
+        for entry in reversed(self._by_id.values()):  # newest first
+            if before is not None and entry.seq >= before:
+                continue
+            if payload_field(entry.record.payload, field) != value:
+                continue
+            matches.append(entry)
+            if len(matches) > limit:
+                break
+        page = matches[:limit]
+        more = len(matches) > limit and page
+        return SagaPage(
+            tuple(e.record for e in page), encode_cursor(page[-1].seq) if more else None
+        )
+
     async def prune_history(
         self, *, finished_before_ms: int, limit: int, cursor: str | None, dry_run: bool = False
     ) -> Pruned:
@@ -271,6 +296,26 @@ class MemorySagaLog:
         for e in self._by_id.values():
             counts[e.record.status] += 1
         return counts
+
+    async def count_per_minute(self, *, since_ms: int) -> list[MinuteCounts]:
+        # A scan, where the SQLite log keeps counts: this twin serves tests and benchmarks.
+        counts: dict[int, MinuteCounts] = {}
+        since = minute_of(since_ms)
+
+        def bump(ms: int, **by: int) -> None:
+            minute = minute_of(ms)
+            if minute >= since:
+                c = counts.get(minute, MinuteCounts(minute))
+                counts[minute] = replace(c, **{k: getattr(c, k) + v for k, v in by.items()})
+
+        for e in self._by_id.values():
+            rec = e.record
+            bump(rec.created_ms, created=1)
+            if rec.status is SagaStatus.COMPLETED:
+                bump(rec.updated_ms, completed=1)
+            elif rec.status is SagaStatus.COMPENSATED:
+                bump(rec.updated_ms, compensated=1)
+        return [counts[m] for m in sorted(counts)]
 
     async def close(self) -> None:
         return None

@@ -11,20 +11,24 @@ epoch is refused (`StaleEpoch`), so a paused owner that lost its lease cannot wr
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from engine.clock import Clock
 from engine.core import Phase, SagaStatus, Transition
 from engine.errors import EngineError, StaleEpoch
 
 __all__ = [
+    "INDEXED_PAYLOAD_FIELDS",
+    "MINUTE_MS",
     "Change",
     "ChangeFn",
     "CreateResult",
     "IdempotencyKeyReused",
     "InvalidCursor",
+    "MinuteCounts",
     "NewSaga",
     "PruneBatch",
     "Pruned",
@@ -37,7 +41,9 @@ __all__ = [
     "Takeover",
     "decode_cursor",
     "encode_cursor",
+    "minute_of",
     "payload_digest",
+    "payload_field",
     "pruned_before",
 ]
 
@@ -131,6 +137,39 @@ class SagaFilter:
     statuses: tuple[SagaStatus, ...] = ()
     created_after_ms: int | None = None
     created_before_ms: int | None = None
+
+
+# Top-level fields of a JSON-object payload that `list_by_payload_field` finds through an
+# index (the SQLite adapter's migrations make one per field). The order domain's customer:
+# what an operator searches by when a customer calls about "my order".
+INDEXED_PAYLOAD_FIELDS: Final = frozenset({"customer_id"})
+
+
+def payload_field(payload: bytes, field: str) -> object:
+    """`field` of a JSON-object payload; None when the payload is not one or lacks it."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    return doc.get(field) if isinstance(doc, dict) else None
+
+
+MINUTE_MS: Final = 60_000
+
+
+def minute_of(ms: int) -> int:
+    """The start of the minute `ms` falls in (ms since the epoch)."""
+    return ms // MINUTE_MS * MINUTE_MS
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCounts:
+    """What happened in one minute: sagas created, and sagas that finished, by how."""
+
+    minute_ms: int  # the minute's start, ms since the epoch
+    created: int = 0
+    completed: int = 0
+    compensated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +334,22 @@ class SagaLog(Protocol):
         """Newest first; `cursor` continues a previous page (InvalidCursor if garbled)."""
         ...
 
+    async def list_by_payload_field(
+        self, field: str, value: str, *, limit: int, cursor: str | None = None
+    ) -> SagaPage:
+        """Sagas whose JSON-object payload has `field` equal to `value`, newest first, paged
+        like `list_sagas`. Only `INDEXED_PAYLOAD_FIELDS` (ValueError otherwise): a search
+        reads an index, never the whole log."""
+        ...
+
     async def count_by_status(self) -> dict[SagaStatus, int]: ...
+
+    async def count_per_minute(self, *, since_ms: int) -> list[MinuteCounts]:
+        """Sagas created and sagas finished (COMPLETED, COMPENSATED, counted in the minute
+        of their last change) per minute, from the minute of `since_ms` on, oldest first;
+        a minute with nothing is left out. Kept as the log changes, so the last hour is
+        sixty rows to read whatever the size of the log."""
+        ...
 
     async def count_claimable(self, *, now_ms: int) -> int:
         """Unfinished sagas nobody holds a live lease on (the durable queue's depth)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
 
@@ -40,6 +41,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.middleware import BodyLimit, HeaderGuard, RequestMetrics
 from gateway.schemas import ErrorOut, OrderIn
 from gateway.settings import GatewaySettings
+from gateway.ui import SecurityHeaders, install_ui
 from orders.participants import Participants
 from orders.runtime import order_runtime
 from orders.saga import OrderSagaPolicy
@@ -123,15 +125,23 @@ def create_app(
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs is the explorer's (gateway/ui): Swagger UI served from the gateway itself.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     # Added innermost first: the metrics see the 413s of the body limit.
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
 
     app.include_router(routes_orders.router)
     app.include_router(routes_sagas.router)
     app.include_router(routes_ops.router)
+    install_ui(app)
+    app.add_api_route(
+        "/", lambda: RedirectResponse("/ui", status_code=307), include_in_schema=False
+    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Outermost (it wraps the whole middleware stack): every answer, errors included, is
     # inside the request's span. The ASGI receive/send spans would only add noise.
@@ -148,8 +158,9 @@ def create_app(
     return app
 
 
-# Probes are scraped every few seconds and belong to no order's story.
-_UNTRACED = "/healthz,/readyz,/metrics"
+# Probes are scraped every few seconds and belong to no order's story; nor do the
+# explorer's pages, which refresh themselves every few seconds.
+_UNTRACED = r"/healthz,/readyz,/metrics,/ui\b,/docs\b"
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

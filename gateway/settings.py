@@ -20,6 +20,7 @@ The contract's variables (docs/reference.md) and the gateway's own, each with a 
 | `SAGA_DRAIN_S` | on SIGTERM, how long calls in flight may finish | 10 |
 | `SAGA_MAX_BODY_BYTES` | largest request body (413 beyond) | 65536 |
 | `SAGA_READY_TIMEOUT_S` | per-service health check timeout of /readyz | 0.5 |
+| `SAGA_UI_TRACE_URL` | the explorer's link to a saga's trace, with `{trace_id}` in it | unset |
 | `SAGA_LOG_BACKEND` | `sqlite`; `memory`: tests and benchmarks only (`SAGA_ENV=test`) | sqlite |
 | `SAGA_STEP_MAX_ATTEMPTS` | attempts before a step before the pivot gives up (cancel) | 6 |
 | `SAGA_PARK_AFTER` | attempts of the pivot, later steps or a compensation before parking | 40 |
@@ -41,13 +42,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
 
 from redis.connection import parse_url
 
 from engine.config import Address, SettingsError, env_addr, env_float, env_int
 from orders.runtime import DriveSettings
 
-__all__ = ["GatewaySettings"]
+__all__ = ["TRACE_ID_SLOT", "GatewaySettings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,9 @@ class GatewaySettings:
     max_queue: int = 10_000
     max_body_bytes: int = 64 * 1024
     ready_timeout_s: float = 0.5
+    # The saga explorer's link to a trace: a URL with `{trace_id}` where the id goes (a
+    # Grafana Explore link, say); None: no link.
+    ui_trace_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -75,7 +81,26 @@ class GatewaySettings:
             max_queue=env_int(env, "SAGA_MAX_QUEUE", 10_000, minimum=0),
             max_body_bytes=env_int(env, "SAGA_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             ready_timeout_s=env_float(env, "SAGA_READY_TIMEOUT_S", 0.5, minimum=0.01),
+            ui_trace_url=_trace_url(env),
         )
+
+
+TRACE_ID_SLOT: Final = "{trace_id}"
+
+
+def _trace_url(env: Mapping[str, str]) -> str | None:
+    """SAGA_UI_TRACE_URL: an http(s) URL naming `{trace_id}` (once or more), so that the
+    explorer's link can only lead to a web page with the trace id in it."""
+    raw = (env.get("SAGA_UI_TRACE_URL") or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw.replace(TRACE_ID_SLOT, "0"))
+    if parts.scheme not in ("http", "https") or not parts.netloc or TRACE_ID_SLOT not in raw:
+        raise SettingsError(
+            f"SAGA_UI_TRACE_URL={raw!r}: expected an http(s) URL with {TRACE_ID_SLOT} in it, "
+            "e.g. http://localhost:3000/explore?left=...{trace_id}..."
+        )
+    return raw
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:

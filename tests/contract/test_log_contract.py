@@ -17,6 +17,7 @@ from engine.saga_log import (
     Change,
     IdempotencyKeyReused,
     InvalidCursor,
+    MinuteCounts,
     NewSaga,
     Pruned,
     SagaFilter,
@@ -262,6 +263,53 @@ async def test_pages_newest_first_with_filters(log: SagaLog) -> None:
     assert [r.id for r in window.items] == ["saga-3", "saga-2"]
     with pytest.raises(InvalidCursor):
         await log.list_sagas(SagaFilter(), limit=3, cursor="garbage")
+
+
+async def test_sagas_are_found_by_an_indexed_field_of_their_payload(log: SagaLog) -> None:
+    payloads = [
+        b'{"customer_id":"c1","items":[]}',
+        b'{"customer_id":"c2"}',
+        b"not json",
+        b'["customer_id","c1"]',
+        b'{"customer_id":"c1"}',
+        b'{"customer_id":"c1","note":"<b>"}',
+    ]
+    for i, payload in enumerate(payloads):
+        await log.create(new(i, payload=payload), owner=None, lease_expires_ms=0, now_ms=NOW)
+    first = await log.list_by_payload_field("customer_id", "c1", limit=2)
+    assert [r.id for r in first.items] == ["saga-5", "saga-4"]
+    rest = await log.list_by_payload_field("customer_id", "c1", limit=2, cursor=first.next_cursor)
+    assert [r.id for r in rest.items] == ["saga-0"] and rest.next_cursor is None
+    assert (await log.list_by_payload_field("customer_id", "c3", limit=5)).items == ()
+    with pytest.raises(ValueError, match="not searchable"):
+        await log.list_by_payload_field("note", "<b>", limit=5)
+    with pytest.raises(InvalidCursor):
+        await log.list_by_payload_field("customer_id", "c1", limit=2, cursor="garbage")
+
+
+async def test_counts_per_minute_follow_creates_and_finishes(log: SagaLog) -> None:
+    minute = 60_000
+    t0 = 1_700_000_000_000 // minute * minute  # a minute's start
+    assert await log.count_per_minute(since_ms=0) == []
+    for i in range(3):
+        await log.create(new(i), owner="a", lease_expires_ms=0, now_ms=t0 + i)
+    await log.create(new(3), owner="a", lease_expires_ms=0, now_ms=t0 + minute + 5)
+    await log.create(new(4, "k"), owner="a", lease_expires_ms=0, now_ms=t0 + 2 * minute)
+    await log.create(new(5, "k"), owner="a", lease_expires_ms=0, now_ms=t0 + 2 * minute)  # replay
+    done, comp = SagaStatus.COMPLETED, SagaStatus.COMPENSATED
+    await log.append("saga-0", 1, [], status=done, reason=None, now_ms=t0 + minute)
+    await log.append("saga-1", 1, [], status=SagaStatus.COMPENSATING, reason="x", now_ms=t0 + 7)
+    await log.append("saga-1", 1, [], status=comp, reason="x", now_ms=t0 + 3 * minute)
+    await log.append("saga-2", 1, [], status=SagaStatus.NEEDS_ATTENTION, reason="y", now_ms=t0)
+    assert await log.count_per_minute(since_ms=t0 + 30_000) == [
+        MinuteCounts(t0, created=3),
+        MinuteCounts(t0 + minute, created=1, completed=1),
+        MinuteCounts(t0 + 2 * minute, created=1),
+        MinuteCounts(t0 + 3 * minute, compensated=1),
+    ]
+    assert await log.count_per_minute(since_ms=t0 + 3 * minute) == [
+        MinuteCounts(t0 + 3 * minute, compensated=1)
+    ]
 
 
 async def test_counts_and_oldest(log: SagaLog) -> None:

@@ -1,9 +1,11 @@
 """docker-compose.yml and deploy/ checked without a Docker engine: everything that can be
 checked from the files. Each saga container runs a real `saga` subcommand with settings
 the project's own settings classes accept; volumes, ports and service addresses agree;
-Prometheus scrapes every process where it listens; spans flow collector -> Tempo; Grafana
-is provisioned with its data sources and a dashboard that only queries metrics the code
-exports (names collected from the registries themselves)."""
+Prometheus scrapes every process where it listens; spans flow collector -> Tempo; logs
+flow Docker -> Alloy -> Loki; Grafana is provisioned with its data sources, linked to each
+other by uid (a log line's trace id opens Tempo, a trace opens its logs in Loki), and a
+dashboard that only queries metrics the code exports (names collected from the registries
+themselves) and shows one saga's logs."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import click
 import yaml
@@ -50,8 +52,10 @@ KNOWN_SETTINGS = {
     "SAGA_SQLITE_SYNCHRONOUS", "SAGA_SQLITE_BUSY_TIMEOUT_MS", "SAGA_SHUTDOWN_GRACE_S",
     "SAGA_RUNNER_CAPACITY", "SAGA_MAX_QUEUE", "SAGA_DRAIN_S", "SAGA_MAX_BODY_BYTES",
     "SAGA_READY_TIMEOUT_S", "SAGA_LOG_FORMAT", "SAGA_LOG_LEVEL", "SAGA_HISTORY_RETENTION",
-    "SAGA_PRUNE_INTERVAL_S", "SAGA_REDIS_TIMEOUT_MS",
+    "SAGA_PRUNE_INTERVAL_S", "SAGA_REDIS_TIMEOUT_MS", "SAGA_UI_TRACE_URL",
 }  # fmt: skip
+# The one host path a container may mount: Alloy reads the containers' logs from Docker.
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 # ---- reading the compose file -------------------------------------------------------------
@@ -158,7 +162,9 @@ def saga_command(argv: list[str]) -> click.Command:
 
 def test_the_whole_stack_is_there() -> None:
     assert set(OURS) == {"order", "payment", "inventory", "gateway", "recovery"}
-    assert {"redis", "otel-collector", "tempo", "prometheus", "grafana"} <= set(SERVICES)
+    assert {"redis", "otel-collector", "tempo", "prometheus", "grafana", "loki", "alloy"} <= set(
+        SERVICES
+    )
 
 
 def test_every_saga_container_runs_a_real_saga_subcommand() -> None:
@@ -211,7 +217,10 @@ def test_every_sqlite_file_is_on_a_named_volume_and_the_log_is_shared() -> None:
     used = set()
     for name, svc in SERVICES.items():
         for source, _ in mounts(svc):
-            if source.startswith("."):
+            if source == DOCKER_SOCKET:
+                assert name == "alloy", f"{name} mounts the Docker socket"
+                assert f"{DOCKER_SOCKET}:{DOCKER_SOCKET}:ro" in svc["volumes"], "read-only"
+            elif source.startswith("."):
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repo"
             else:
                 assert source in declared, f"{name}: volume {source} is not declared"
@@ -239,6 +248,7 @@ def test_published_ports_are_distinct_and_each_is_one_its_container_listens_on()
     off_the_shelf = {
         "redis": {6379}, "otel-collector": {4317, 4318}, "tempo": {3200, 4317},
         "prometheus": {9090}, "grafana": {3000}, "tempo-init": set(),
+        "loki": {3100}, "loki-init": set(), "alloy": set(),
     }  # fmt: skip
     hosts: dict[int, str] = {}
     for name, svc in SERVICES.items():
@@ -427,3 +437,113 @@ def test_the_observability_page_s_metrics_table_is_what_the_code_exports() -> No
         if kind != "histogram" or name.endswith("_bucket")
     }
     assert documented == families
+
+
+# ---- logs: Docker -> Alloy -> Loki, and Grafana's links between logs and traces ------------
+
+
+def alloy_config() -> str:
+    path = "./deploy/alloy/config.alloy"
+    target = dict(mounts(SERVICES["alloy"]))[path]
+    assert target in SERVICES["alloy"]["command"], "alloy runs the config it is given"
+    return (ROOT / path).read_text()
+
+
+def alloy_block(config: str, kind: str) -> str:
+    """The body of the first `kind "name" { ... }` block (balanced braces)."""
+    start = re.search(rf'^{re.escape(kind)} "[^"]+" \{{', config, re.M)
+    assert start, f"no {kind} block in config.alloy"
+    depth, i = 0, start.end() - 1
+    for j in range(i, len(config)):
+        depth += {"{": 1, "}": -1}.get(config[j], 0)
+        if depth == 0:
+            return config[i + 1 : j]
+    raise AssertionError(f"unbalanced {kind} block")
+
+
+def datasources() -> dict[str, dict[str, Any]]:
+    path = grafana_mount("/etc/grafana/provisioning/datasources") / "datasources.yaml"
+    return {ds["type"]: ds for ds in load(path)["datasources"]}
+
+
+def grafana_text(value: str) -> str:
+    """A provisioned string as Grafana reads it: `$$` is a literal `$`."""
+    return value.replace("$$", "$")
+
+
+def test_the_saga_processes_logs_flow_through_alloy_to_loki() -> None:
+    config = alloy_config()
+    loki = load(DEPLOY / "loki/loki.yaml")
+    loki_port = loki["server"]["http_listen_port"]
+    assert dict(mounts(SERVICES["loki"]))["./deploy/loki/loki.yaml"] in " ".join(
+        SERVICES["loki"]["command"]
+    )
+    # Loki keeps its data on its volume, handed to its user first.
+    data = named_volume_holding(SERVICES["loki"], Path(loki["common"]["path_prefix"]))
+    assert data is not None and named_volume_holding(SERVICES["loki-init"], Path("/loki")) == data
+    assert loki["limits_config"]["allow_structured_metadata"] is True
+    # Alloy reads the project's containers from Docker...
+    docker = alloy_block(config, "discovery.docker")
+    assert f'"unix://{DOCKER_SOCKET}"' in docker
+    assert f"com.docker.compose.project={COMPOSE['name']}" in docker
+    keep = re.search(r'regex\s*=\s*"([^"]+)"\s*\n\s*action\s*=\s*"keep"', config)
+    assert keep and set(keep.group(1).split("|")) == set(OURS), "every saga process, only those"
+    # ... lifts what a line says about its saga and trace, never as labels ...
+    process = alloy_block(config, "loki.process")
+    for field in ("level", "process", "saga_id", "trace_id"):
+        assert f'{field} = "{field}"' in process, field
+    labels = re.search(r"stage\.labels \{\s*values = \{([^}]*)\}", process)
+    metadata = re.search(r"stage\.structured_metadata \{\s*values = \{([^}]*)\}", process)
+    assert labels and metadata
+    assert "saga_id" not in labels.group(1) and "trace_id" not in labels.group(1)
+    assert "saga_id" in metadata.group(1) and "trace_id" in metadata.group(1)
+    # ... and pushes them to Loki where it listens.
+    write = re.search(r'url\s*=\s*"([^"]+)"', alloy_block(config, "loki.write"))
+    assert write and port_of(write.group(1)) == ("loki", loki_port)
+    assert urlsplit(write.group(1)).path == "/loki/api/v1/push"
+    assert port_of(datasources()["loki"]["url"]) == ("loki", loki_port)
+
+
+def test_logs_and_traces_link_to_each_other_by_uid() -> None:
+    sources = datasources()
+    loki, tempo = sources["loki"], sources["tempo"]
+    # A log line's trace id opens the trace in Tempo...
+    (derived,) = loki["jsonData"]["derivedFields"]
+    assert derived["datasourceUid"] == tempo["uid"]
+    assert grafana_text(derived["url"]) == "${__value.raw}"
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    line = json.dumps({"level": "INFO", "saga_id": "s-1", "trace_id": trace_id, "span_id": "x"})
+    found = re.search(derived["matcherRegex"], line)
+    assert found and found.group(1) == trace_id, "the regex must read the JSON lines we write"
+    # ... and a trace opens its lines in Loki, in the stream Alloy writes them to.
+    to_logs = tempo["jsonData"]["tracesToLogsV2"]
+    assert to_logs["datasourceUid"] == loki["uid"]
+    query = grafana_text(to_logs["query"])
+    assert "${__trace.traceId}" in query
+    job = re.search(r'labels\s*=\s*\{job = "([^"]+)"\}', alloy_config())
+    assert job and f'job="{job.group(1)}"' in query
+    assert tempo["jsonData"]["lokiSearch"]["datasourceUid"] == loki["uid"]
+
+
+def test_the_dashboard_shows_one_saga_s_logs() -> None:
+    (dash,) = [d for _, d in dashboards()]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["saga_id"]["type"] == "textbox"
+    (panel,) = [p for p in dash["panels"] if p["type"] == "logs"]
+    assert panel["datasource"] == {"type": "loki", "uid": datasources()["loki"]["uid"]}
+    (target,) = panel["targets"]
+    assert "saga_id" in target["expr"] and "$saga_id" in target["expr"]
+    job = re.search(r'labels\s*=\s*\{job = "([^"]+)"\}', alloy_config())
+    assert job and target["expr"].startswith(f'{{job="{job.group(1)}"}}')
+
+
+def test_the_explorer_links_a_saga_to_its_trace_in_grafana() -> None:
+    url = gateway_settings().ui_trace_url
+    assert url is not None and "{trace_id}" in url
+    parts = urlsplit(url)
+    grafana_host_port = {c: h for h, c in published(SERVICES["grafana"])}[3000]
+    assert (parts.hostname, parts.port, parts.path) == ("localhost", grafana_host_port, "/explore")
+    (panes,) = parse_qs(parts.query)["panes"]
+    pane = next(iter(json.loads(panes.replace("{trace_id}", "T")).values()))
+    assert pane["datasource"] == datasources()["tempo"]["uid"]
+    assert pane["queries"][0]["query"] == "T"
