@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from engine.core import SagaStatus
 from engine.log_settings import SagaLogSettings
 from engine.saga_log import SagaLog
 from engine.sqlite import DbConfig, Synchronous
@@ -82,6 +83,25 @@ async def poll_until(check: Callable[[], Awaitable[bool]], within_s: float = 20.
     async with asyncio.timeout(within_s):
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+async def wait_status(log: SagaLog, saga_id: str, *statuses: SagaStatus) -> None:
+    """Until the saga is in one of `statuses`."""
+
+    async def reached() -> bool:
+        record = await log.get(saga_id)
+        return record is not None and record.status in statuses
+
+    await poll_until(reached)
+
+
+async def wait_step(log: SagaLog, saga_id: str, step: str) -> None:
+    """Until the saga's log has a transition of `step`."""
+
+    async def started() -> bool:
+        return any(t.step == step for t in await log.transitions(saga_id))
+
+    await poll_until(started, 10)
 
 
 @contextlib.asynccontextmanager

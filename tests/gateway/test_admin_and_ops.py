@@ -20,6 +20,8 @@ from tests.gateway.conftest import (
     poll_until,
     running,
     services,
+    wait_status,
+    wait_step,
 )
 from tests.services.helpers import serving, settings_for
 from tests.support.procs import free_port
@@ -29,21 +31,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # on a loaded machine cannot let the saga move on first, within a step timeout above it.
 SLOW_MS = 3000
 PATIENT = replace(FAST, step_timeout_s=10)
-
-
-async def wait_status(api: Api, saga_id: str, *statuses: SagaStatus) -> None:
-    async def reached() -> bool:
-        record = await api.log.get(saga_id)
-        return record is not None and record.status in statuses
-
-    await poll_until(reached)
-
-
-async def wait_step(api: Api, saga_id: str, step: str) -> None:
-    async def started() -> bool:
-        return any(t.step == step for t in await api.log.transitions(saga_id))
-
-    await poll_until(started, 10)
 
 
 async def test_admin_routes_are_closed_without_a_token(
@@ -93,7 +80,7 @@ async def test_an_operator_cancels_before_the_pivot(tmp_path: Path) -> None:
         running(gateway_settings(tmp_path, addresses), policy=PATIENT) as api,
     ):
         oid = (await api.post_order(ORDER_50)).json()["id"]
-        await wait_step(api, oid, "reserve_stock")  # the slow reservation is on its way
+        await wait_step(api.log, oid, "reserve_stock")  # the slow reservation is on its way
         resp = await api.client.post(f"/sagas/{oid}/cancel", headers=AUTH)
         assert resp.status_code == 202, resp.text
         assert resp.json()["status"] == "COMPENSATING"
@@ -110,7 +97,7 @@ async def test_past_the_pivot_a_cancel_is_409(tmp_path: Path) -> None:
         running(gateway_settings(tmp_path, addresses), policy=PATIENT) as api,
     ):
         oid = (await api.post_order(ORDER_50)).json()["id"]
-        await wait_step(api, oid, "confirm_order")  # charged: past the pivot
+        await wait_step(api.log, oid, "confirm_order")  # charged: past the pivot
         resp = await api.client.post(f"/sagas/{oid}/cancel", headers=AUTH)
         assert (resp.status_code, resp.json()["error"]) == (409, "conflict")
         assert "past_pivot" in resp.json()["message"]
@@ -131,7 +118,7 @@ async def test_a_parked_saga_is_retried_to_the_end(tmp_path: Path) -> None:
         policy = replace(FAST, park_after=2)
         async with running(gateway_settings(tmp_path, addresses), policy=policy) as api:
             oid = (await api.post_order(ORDER_50)).json()["id"]
-            await wait_status(api, oid, SagaStatus.NEEDS_ATTENTION)
+            await wait_status(api.log, oid, SagaStatus.NEEDS_ATTENTION)
             pending = (await api.client.get(f"/orders/{oid}")).json()
             assert (pending["status"], pending["reason"]) == ("PENDING", None)
             saga = (await api.client.get(f"/sagas/{oid}")).json()

@@ -27,6 +27,8 @@ from tests.gateway.conftest import (
     gateway_settings,
     poll_until,
     services,
+    wait_status,
+    wait_step,
 )
 from tests.services.helpers import serving, settings_for
 from tests.support.procs import free_port
@@ -53,21 +55,6 @@ def clean(t: Tab) -> None:
     assert t.foreign_requests() == [], t.foreign_requests()
     assert t.csp_violations() == [], t.csp_violations()
     assert t.dialogs == [], t.dialogs
-
-
-async def wait_status(gw: Served, saga_id: str, *statuses: SagaStatus) -> None:
-    async def reached() -> bool:
-        record = await gw.log.get(saga_id)
-        return record is not None and record.status in statuses
-
-    await poll_until(reached)
-
-
-async def wait_step(gw: Served, saga_id: str, step: str) -> None:
-    async def started() -> bool:
-        return any(t.step == step for t in await gw.log.transitions(saga_id))
-
-    await poll_until(started, 10)
 
 
 async def open_dialog(page: Page, verb: str) -> None:
@@ -161,7 +148,7 @@ async def test_an_operator_retries_a_parked_saga_from_its_page(tmp_path: Path) -
         settings = gateway_settings(tmp_path, addresses)
         async with serve(settings, policy=replace(FAST, park_after=2)) as gw:
             oid = await gw.order(ORDER_50)
-            await wait_status(gw, oid, SagaStatus.NEEDS_ATTENTION)
+            await wait_status(gw.log, oid, SagaStatus.NEEDS_ATTENTION)
             payment = settings_for("payment", tmp_path, addr=("127.0.0.1", payment_port))
             async with browser() as b, tab(b, gw.url) as t, serving(payment):
                 page = t.page
@@ -221,7 +208,7 @@ async def test_an_operator_cancels_a_running_saga_and_cannot_past_its_pivot(
     ):
         page = t.page
         oid = await gw.order(ORDER_50)
-        await wait_step(gw, oid, "reserve_stock")  # the slow reservation is on its way
+        await wait_step(gw.log, oid, "reserve_stock")  # the slow reservation is on its way
         await page.goto(gw.url + f"/ui/sagas/{oid}")
         await open_dialog(page, "cancel")
         await expect(page.locator("#confirm-text")).to_contain_text("turns back before its pivot")
@@ -237,7 +224,7 @@ async def test_an_operator_cancels_a_running_saga_and_cannot_past_its_pivot(
 
         # Past the pivot (charged, confirming slowly): the page says why not, sends nothing.
         late = await gw.order(ORDER_50)
-        await wait_step(gw, late, "confirm_order")
+        await wait_step(gw.log, late, "confirm_order")
         await page.goto(gw.url + f"/ui/sagas/{late}")
         await open_dialog(page, "cancel")
         await expect(page.locator("#confirm-text")).to_contain_text("past_pivot")
@@ -245,7 +232,7 @@ async def test_an_operator_cancels_a_running_saga_and_cannot_past_its_pivot(
         await expect(page.locator("#token-field")).to_be_hidden()  # the token is kept
         await screenshot(page, "saga-cancel-refused")
         await page.keyboard.press("Escape")
-        await wait_status(gw, late, SagaStatus.COMPLETED)
+        await wait_status(gw.log, late, SagaStatus.COMPLETED)
         clean(t)
 
 
