@@ -25,7 +25,9 @@ from gateway.settings import GatewaySettings
 from orders.participants import Participants, ServiceAddresses
 from orders.runtime import DriveSettings
 from orders.saga import OrderSagaPolicy
+from services.settings import ServiceSettings
 from tests.services.helpers import serving, settings_for
+from tests.support.procs import free_port
 
 # Quick retries, so that a test about failures does not wait a minute of backoff.
 FAST = OrderSagaPolicy(
@@ -102,6 +104,23 @@ async def wait_step(log: SagaLog, saga_id: str, step: str) -> None:
         return any(t.step == step for t in await log.transitions(saga_id))
 
     await poll_until(started, 10)
+
+
+@contextlib.asynccontextmanager
+async def services_but_payment(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[ServiceAddresses, ServiceSettings]]:
+    """Order and Inventory serving, Payment down at its address; and the settings that
+    start Payment there later (`serving(payment)`)."""
+    payment_port = free_port()
+    async with (
+        serving(settings_for("order", tmp_path)) as (order, _),
+        serving(settings_for("inventory", tmp_path)) as (inventory, _),
+    ):
+        addresses = ServiceAddresses(
+            ("127.0.0.1", order.port), ("127.0.0.1", payment_port), ("127.0.0.1", inventory.port)
+        )
+        yield addresses, settings_for("payment", tmp_path, addr=("127.0.0.1", payment_port))
 
 
 @contextlib.asynccontextmanager

@@ -20,10 +20,11 @@ from tests.gateway.conftest import (
     poll_until,
     running,
     services,
+    services_but_payment,
     wait_status,
     wait_step,
 )
-from tests.services.helpers import serving, settings_for
+from tests.services.helpers import serving
 from tests.support.procs import free_port
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -107,14 +108,7 @@ async def test_past_the_pivot_a_cancel_is_409(tmp_path: Path) -> None:
 async def test_a_parked_saga_is_retried_to_the_end(tmp_path: Path) -> None:
     # Payment is down: the pivot runs out of attempts and the saga needs attention; once
     # payment is up, an operator's retry finishes it.
-    payment_port = free_port()
-    async with (
-        serving(settings_for("order", tmp_path)) as (order, _),
-        serving(settings_for("inventory", tmp_path)) as (inventory, _),
-    ):
-        addresses = ServiceAddresses(
-            ("127.0.0.1", order.port), ("127.0.0.1", payment_port), ("127.0.0.1", inventory.port)
-        )
+    async with services_but_payment(tmp_path) as (addresses, payment):
         policy = replace(FAST, park_after=2)
         async with running(gateway_settings(tmp_path, addresses), policy=policy) as api:
             oid = (await api.post_order(ORDER_50)).json()["id"]
@@ -123,7 +117,6 @@ async def test_a_parked_saga_is_retried_to_the_end(tmp_path: Path) -> None:
             assert (pending["status"], pending["reason"]) == ("PENDING", None)
             saga = (await api.client.get(f"/sagas/{oid}")).json()
             assert saga["status"] == "NEEDS_ATTENTION" and "charge_payment" in saga["reason"]
-            payment = settings_for("payment", tmp_path, addr=("127.0.0.1", payment_port))
             async with serving(payment):
 
                 async def ready() -> bool:  # grpc's reconnect backoff has run out

@@ -17,7 +17,6 @@ from playwright.async_api import Page, expect
 from engine.core import Phase, SagaStatus, Transition
 from engine.saga_log import NewSaga
 from orders.model import ORDER_SAGA, Item, OrderRequest
-from orders.participants import ServiceAddresses
 from services.common.faults import FaultKind, FaultPlan, FaultRule
 from tests.gateway.conftest import (
     FAST,
@@ -27,11 +26,11 @@ from tests.gateway.conftest import (
     gateway_settings,
     poll_until,
     services,
+    services_but_payment,
     wait_status,
     wait_step,
 )
-from tests.services.helpers import serving, settings_for
-from tests.support.procs import free_port
+from tests.services.helpers import serving
 from tests.ui.conftest import Served, Tab, browser, screenshot, serve, tab
 
 pytestmark = pytest.mark.slow
@@ -137,19 +136,11 @@ async def test_a_recovered_saga_shows_its_change_of_owner(gw: Served) -> None:
 
 
 async def test_an_operator_retries_a_parked_saga_from_its_page(tmp_path: Path) -> None:
-    payment_port = free_port()
-    async with (
-        serving(settings_for("order", tmp_path)) as (order, _),
-        serving(settings_for("inventory", tmp_path)) as (inventory, _),
-    ):
-        addresses = ServiceAddresses(
-            ("127.0.0.1", order.port), ("127.0.0.1", payment_port), ("127.0.0.1", inventory.port)
-        )
+    async with services_but_payment(tmp_path) as (addresses, payment):
         settings = gateway_settings(tmp_path, addresses)
         async with serve(settings, policy=replace(FAST, park_after=2)) as gw:
             oid = await gw.order(ORDER_50)
             await wait_status(gw.log, oid, SagaStatus.NEEDS_ATTENTION)
-            payment = settings_for("payment", tmp_path, addr=("127.0.0.1", payment_port))
             async with browser() as b, tab(b, gw.url) as t, serving(payment):
                 page = t.page
                 await page.goto(gw.url + "/ui")
