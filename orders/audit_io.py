@@ -11,12 +11,12 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from engine.config import format_addr
 from engine.core import ACTIVE_STATUSES
 from engine.saga_log import SagaFilter, SagaRecord
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.audit import OrderRow, PaymentRow, ReservationRow, SagaRow, Snapshot
+from orders.channels import sync_channel
 from orders.errors import AuditUnavailable
 from orders.model import ORDER_SAGA, OrderRequest
 from orders.participants import ServiceAddresses
@@ -123,8 +123,8 @@ def _read_services(
 def read_snapshot(log_path: Path, services: ServiceAddresses, *, timeout: float = 10.0) -> Snapshot:
     log = SqliteSagaLog.open_readonly(DbConfig(log_path))
     channels = [
-        grpc.insecure_channel(format_addr(a))
-        for a in (services.order, services.payment, services.inventory)
+        sync_channel(t, services.tls)
+        for t in (services.order, services.payment, services.inventory)
     ]
     try:
         sagas = _saga_rows(log)
