@@ -15,12 +15,13 @@ from orders.participants import ServiceAddresses
 
 def run_audit(env: Mapping[str, str], *, wait_s: float, as_json: bool) -> int:
     log_path = SagaLogSettings.from_env(env).path
+    services = ServiceAddresses.from_env(env)  # a bad setting stops it before any wait
     if not log_path.exists():
         click.echo(f"saga: error: no saga log at {log_path} (set SAGA_DATA_DIR)", err=True)
         return 2
     if wait_s > 0:
         wait_until_settled(log_path, wait_s)
-    report = audit(read_snapshot(log_path, ServiceAddresses.from_env(env)))
+    report = audit(read_snapshot(log_path, services))
     if as_json:
         click.echo(
             json.dumps(
