@@ -14,6 +14,7 @@ import pytest
 
 from engine.net import TlsFiles, env_tls, parse_target
 from orders.channels import sync_channel
+from orders.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from saga.children import saga_argv
 from tests.support.certs import KeyPair, Pki, make_pki
@@ -175,3 +176,27 @@ def test_a_whole_order_flow_over_tls(tmp_path: Path, pki: Pki) -> None:
         assert probe(base_env(), stack.env["PAYMENT_SERVICE_ADDR"]).returncode == 1
     finally:
         stack.close()
+
+
+def test_replica_targets_over_tls(inventory: ServiceProcess, pki: Pki) -> None:
+    """grpc checks one name per channel: a dns: name is checked as itself (a DNS SAN); a
+    list has none of its own, so SAGA_GRPC_TLS_SERVER_NAME names one its certificates
+    carry; a name they do not carry is refused."""
+    port = inventory.port
+    twice = f"127.0.0.1:{port},127.0.0.2:{port}"  # .2 refuses: round_robin skips it
+    client = pki.env(pki.client)
+    cases = [
+        (f"dns:localhost:{port}", {}, True),
+        (twice, {"SAGA_GRPC_TLS_SERVER_NAME": "localhost"}, True),
+        (twice, {"SAGA_GRPC_TLS_SERVER_NAME": "elsewhere.example"}, False),
+    ]
+    for raw, extra, works in cases:
+        services = ServiceAddresses.from_env({**client, **extra, "INVENTORY_SERVICE_ADDR": raw})
+        with sync_channel(services.inventory, services.tls) as channel:
+            stub = inventory_pb2_grpc.InventoryStub(channel)
+            request = inventory_pb2.GetStockRequest(product_ids=["prod_1"])
+            if works:
+                assert stub.GetStock(request, timeout=5).initial["prod_1"] == 15, raw
+            else:
+                with pytest.raises(grpc.RpcError):
+                    stub.GetStock(request, timeout=5)
