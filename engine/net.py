@@ -9,8 +9,12 @@ A `*_SERVICE_ADDR` names one of three targets:
 
 `round_robin` sends each call to a replica whose connection is READY, so a replica that is
 down (refused, reset, keepalive timed out) drops out of the rotation and comes back when it
-answers again; only the calls in flight on it at that moment fail, as UNAVAILABLE, which
-the saga retries like any transient error, on a replica that is up.
+answers again. A replica that is connected but answers UNAVAILABLE (its ledger is
+unreachable, it is stopping) stays in the rotation: grpc's own retry policy sends such a
+call again at once, and round_robin picks the next replica for it, so one sick replica
+does not spend the saga's attempts. The services apply a mutating call once per (order,
+operation), so a retry is safe; the call's deadline bounds all its attempts. Only when
+every attempt fails does the saga see UNAVAILABLE and retry the step as usual.
 
 A list takes IP addresses only: grpc's static targets do not resolve names, and a name
 resolved once at start would outlive the replica behind it; `dns:` re-resolves.
@@ -25,6 +29,7 @@ hence `SAGA_GRPC_TLS_SERVER_NAME` (grpc's `ssl_target_name_override`).
 from __future__ import annotations
 
 import ipaddress
+import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -222,13 +227,38 @@ def _check(paths: Mapping[str, str], key_var: str) -> None:
 
 GrpcOption = tuple[str, str | int]
 
+# grpc's service config for replicas: round_robin, and a call that a replica answers
+# UNAVAILABLE is tried again, on the next replica in the rotation, up to 4 more times
+# (grpc's most) before the caller sees it. Calls of other sagas share the rotation, so a
+# retry may meet the same sick replica again: 5 attempts, each an even chance at worst
+# with two replicas, times the saga's own attempts, make a step that fails on one sick
+# replica while another serves a rarity, not a rule.
+REPLICAS_SERVICE_CONFIG: Final = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{}],  # every method of the channel
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.02s",
+                    "maxBackoff": "0.2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
 
 def channel_options(target: Target, tls: TlsFiles | None) -> tuple[GrpcOption, ...]:
-    """grpc channel options for a target: round_robin over replicas; the name to check in
-    the service's certificate when one is set."""
+    """grpc channel options for a target: round_robin and retries over replicas (one
+    address keeps grpc's defaults); the name to check in the service's certificate when
+    one is set."""
     options: list[GrpcOption] = []
     if not isinstance(target, tuple):
-        options.append(("grpc.lb_policy_name", "round_robin"))
+        options.append(("grpc.service_config", REPLICAS_SERVICE_CONFIG))
     if tls is not None and tls.server_name is not None:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     return tuple(options)

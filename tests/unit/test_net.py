@@ -3,6 +3,7 @@ each spelling becomes for grpc, and a clear one-line error for every mistake."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,10 @@ def test_each_spelling_becomes_a_grpc_target(raw: str, target: object, grpc: str
     got = parse_target(raw, "INVENTORY_SERVICE_ADDR")
     assert got == target
     assert grpc_target(got) == (grpc or "dns:inventory.internal:9092")
-    balanced = ("grpc.lb_policy_name", "round_robin") in channel_options(got, None)
+    config = dict(channel_options(got, None)).get("grpc.service_config")
+    balanced = config is not None and json.loads(str(config))["loadBalancingConfig"] == [
+        {"round_robin": {}}
+    ]
     assert balanced == (not isinstance(got, tuple)), "one address keeps grpc's default policy"
 
 
