@@ -3,7 +3,8 @@ shutdown.
 
 Start-up: open the ledger (migrate, then the service's `prepare` unit, e.g. seeding stock),
 build the grpc.aio server with the service's servicer and grpc's health service, bind the
-address, start, and only then report SERVING. Shutdown (SIGTERM or SIGINT): the handler
+address (mutual TLS when the settings carry certificates), start, and only then report
+SERVING. Shutdown (SIGTERM or SIGINT): the handler
 only sets a flag; the lifespan then reports NOT_SERVING, stops the server with a grace
 period for calls in flight, and closes the ledger after its queued writes are durable.
 
