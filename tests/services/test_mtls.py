@@ -1,7 +1,7 @@
 """Mutual TLS between the callers and the services, with real processes and sockets: only
 a caller whose certificate the services' CA signed gets in, and it is refused in the
 handshake, before any ledger is touched; a whole order flow works over TLS; bad TLS
-settings stop a process at start with one line."""
+settings, or a bad list of replicas, stop a process at start with one line."""
 
 from __future__ import annotations
 
@@ -205,3 +205,19 @@ def test_replica_targets_over_tls(inventory: ServiceProcess, pki: Pki) -> None:
             else:
                 with pytest.raises(grpc.RpcError):
                     stub.GetStock(request, timeout=5)
+
+
+@pytest.mark.parametrize("command", [["gateway"], ["recovery"], ["audit"]])
+def test_a_bad_replica_list_stops_a_caller_with_one_line(
+    command: list[str], tmp_path: Path
+) -> None:
+    env = base_env(
+        SAGA_DATA_DIR=str(tmp_path),
+        HTTP_ADDR=f"127.0.0.1:{free_port()}",
+        RECOVERY_METRICS_ADDR=f"127.0.0.1:{free_port()}",
+        PAYMENT_SERVICE_ADDR="10.0.0.5:9091,,10.0.0.6:9091",
+    )
+    done = subprocess.run(saga_argv(command), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("saga: error: PAYMENT_SERVICE_ADDR="), lines
