@@ -27,8 +27,8 @@ from typing import Final, Self, TypeVar
 import asyncpg
 
 from engine.core import Phase, SagaStatus, Transition
-from engine.errors import EngineError
-from engine.pg import PgConfig, Retry, migrate, open_pool, read, transaction
+from engine.errors import EngineError, MigrationError
+from engine.pg import PgConfig, Retry, migrate, open_pool, read, schema_version, transaction
 from engine.pg.clock import REMEASURE_S, ServerClock
 from engine.pg.pool import Conn
 from engine.pg_log_batch import GroupCommit, record, transition
@@ -105,6 +105,17 @@ async def _insert_transitions(
     return last_n + len(ts)
 
 
+async def _check_is_saga_log(pool: asyncpg.Pool, where: str) -> None:
+    async def version(conn: Conn) -> int:
+        return await schema_version(conn, SCHEMA)
+
+    if await read(pool, version, where=where) == 0:
+        raise MigrationError(
+            f"{where}: no saga log in this database yet (schema {SCHEMA!r} is missing); "
+            "a gateway or recovery daemon started on it makes one"
+        )
+
+
 # ---- the adapter ---------------------------------------------------------------------------
 
 
@@ -135,10 +146,12 @@ class PgSagaLog:
         min_size: int = POOL_MIN,
         max_size: int = POOL_MAX,
         application_name: str = "saga",
+        create: bool = True,
     ) -> Self:
         """Open a pool, migrate the schema (once, whoever else starts now), read the
         server's clock. StorageError when the server cannot be reached; SchemaTooNew for
-        a database a later program migrated."""
+        a database a later program migrated. `create=False` (the operator commands)
+        refuses a database that holds no saga log yet instead of making one in it."""
         pool = await open_pool(
             cfg,
             min_size=min_size,
@@ -147,6 +160,8 @@ class PgSagaLog:
             search_path=SCHEMA,
         )
         try:
+            if not create:
+                await _check_is_saga_log(pool, cfg.redacted)
             await migrate(pool, schema=SCHEMA, migrations=MIGRATIONS, where=cfg.redacted)
             clock = await read(pool, ServerClock.measured, where=cfg.redacted)
         except BaseException:
