@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from engine.net import TlsFiles
 from saga.children import SERVICE_ADDR_VARS, Child, ChildFailed, base_env, saga_argv
 from saga.probes import free_port, grpc_serving, http_ok, tcp_open
 from tests.support.netns import Host
@@ -179,7 +180,8 @@ class SagaProcess:
 
 class ServiceProcess(SagaProcess):
     """`saga service NAME`, ready when its gRPC health check says SERVING and it has printed
-    its serving line (addresses of its ports), which comes just after."""
+    its serving line (addresses of its ports), which comes just after. `probe_tls`: a
+    caller's certificate for the health check of a service that serves mutual TLS."""
 
     def __init__(
         self,
@@ -188,16 +190,21 @@ class ServiceProcess(SagaProcess):
         log_path: Path,
         host: str,
         port: int,
+        probe_tls: TlsFiles | None = None,
         *,
         on: Host | None = None,
     ) -> None:
         self.service = name
         self.host = host
         self.port = port
+        self.probe_tls = probe_tls
         super().__init__(["service", name], env, log_path, self._ready, on=on)
 
     def _ready(self) -> bool:
-        return grpc_serving(self.address) and f"{self.service} serving on" in self.output()
+        return (
+            grpc_serving(self.address, tls=self.probe_tls)
+            and f"{self.service} serving on" in self.output()
+        )
 
     @property
     def address(self) -> str:
@@ -213,6 +220,7 @@ def start_service(
     host: str = "127.0.0.1",
     log_path: Path | None = None,
     wait: bool = True,
+    probe_tls: TlsFiles | None = None,
     on: Host | None = None,
 ) -> ServiceProcess:
     """Start `saga service NAME` on host:port with its ledger in `data_dir`, and (with
@@ -221,7 +229,7 @@ def start_service(
     env = base_env(SAGA_DATA_DIR=str(data_dir), **{SERVICE_ADDR_VARS[name]: f"{host}:{port}"})
     env.update(extra_env or {})
     log = log_path or data_dir / f"{name}.log"
-    proc = ServiceProcess(name, env, log, host, port, on=on)
+    proc = ServiceProcess(name, env, log, host, port, probe_tls, on=on)
     return proc.start(wait=wait)
 
 

@@ -35,11 +35,13 @@ import httpx
 import pytest
 import redis
 
+from engine.log_settings import SagaLogSettings
 from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.audit import AuditReport, audit
 from orders.audit_io import read_snapshot, wait_until_settled
+from orders.channels import sync_channel
 from orders.model import ORDER_SAGA, Item, OrderRequest
 from orders.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2_grpc
@@ -184,7 +186,10 @@ class Stack:
         if host is not None:
             env[f"{name.upper()}_METRICS_ADDR"] = f"{ip}:{free_port()}"
         log = data / f"{name}.log"
-        svc = start_service(name, data, port, env, host=ip, log_path=log, wait=wait, on=host)
+        tls = self.addresses.tls
+        svc = start_service(
+            name, data, port, env, host=ip, log_path=log, wait=wait, probe_tls=tls, on=host
+        )
         self.services.setdefault(name, svc)
         self.replicas.append(svc)
         return svc
@@ -261,7 +266,9 @@ class Stack:
         return httpx.Client(base_url=self.url, timeout=10.0)
 
     def _channel(self, name: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(self.env[SERVICE_ADDR_VARS[name]])
+        addresses = self.addresses
+        targets = {"order": addresses.order, "payment": addresses.payment}
+        channel = sync_channel(targets.get(name, addresses.inventory), addresses.tls)
         self._channels.append(channel)
         return channel
 
@@ -313,9 +320,10 @@ class Stack:
 
     def audit(self, wait_s: float = 0.0) -> AuditReport:
         """The contract's invariants across the saga log and the three services."""
+        settings = SagaLogSettings.from_env(self.env)  # SAGA_DATABASE_URL, else the file
         if wait_s:
-            wait_until_settled(self.log_path, wait_s)
-        return audit(read_snapshot(self.log_path, self.addresses))
+            wait_until_settled(settings, wait_s)
+        return audit(read_snapshot(settings, self.addresses))
 
 
 def wait_for(check: Callable[[], bool], within_s: float = 30.0, what: str = "timed out") -> None:
