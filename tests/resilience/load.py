@@ -126,7 +126,7 @@ def judge_run(stack: Stack, *, settle_s: float = 60.0, url: str | None = None) -
     (the stack's, or the one at `url`)."""
     history = History.read(history_path(stack))
     gateway = url or stack.url
-    final = observe(gateway, stack.log_path, stack.addresses, history, settle_s=settle_s)
+    final = observe(gateway, stack.log_settings, stack.addresses, history, settle_s=settle_s)
     return judge(history, final)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -28,24 +28,18 @@ import pytest
 
 from engine.core import ACTIVE_STATUSES, Transition
 from engine.saga_log import SagaFilter, SagaRecord
-from engine.sqlite_log import SqliteSagaLog
+from engine.sync_log import SyncSagaLog
 from tests.resilience.load import LoadResult, judge_run, run_load
 from tests.support.netns import Host, Network
 from tests.support.pg_server import PgServer
 from tests.support.prom import scrape
 from tests.support.stack import PLENTY, GatewayProcess, Stack
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skip(
-        reason=(
-            "needs the saga log on PostgreSQL (SAGA_DATABASE_URL in the gateway, the daemon "
-            "and the audit): not on main yet"
-        )
-    ),
-]
+pytestmark = pytest.mark.slow
 
 LEASE_S: Final = "1"
+# Every charge 300 ms late: each saga is in flight for that long at least.
+SLOW_CHARGES: Final = {"SAGA_FAULTS": "Charge:latency_ms:300"}
 STUCK: Final = 4  # sagas of the gateway caught in flight by its partition
 
 
@@ -81,16 +75,16 @@ def stack(tmp_path: Path, hosts: Hosts, pg: PgServer) -> Iterator[Stack]:
 
 
 def start(
-    stack: Stack, hosts: Hosts, **gateway_a_env: str
+    stack: Stack, hosts: Hosts, services_env: Mapping[str, str] | None = None, **gateway_a_env: str
 ) -> tuple[GatewayProcess, GatewayProcess]:
-    stack.start_services()
+    stack.start_services(services_env)
     a = stack.start_gateway(on=hosts.gw_a, env=gateway_a_env)
     b = stack.start_gateway(on=hosts.gw_b)
     stack.recovery(on=hosts.daemon, extra_env={"SAGA_LEASE_S": LEASE_S})
     return a, b
 
 
-def sagas(log: SqliteSagaLog) -> list[SagaRecord]:
+def sagas(log: SyncSagaLog) -> list[SagaRecord]:
     out: list[SagaRecord] = []
     cursor: str | None = None
     while True:
@@ -101,7 +95,7 @@ def sagas(log: SqliteSagaLog) -> list[SagaRecord]:
             return out
 
 
-def active_on(log: SqliteSagaLog, proc: GatewayProcess) -> list[str]:
+def active_on(log: SyncSagaLog, proc: GatewayProcess) -> list[str]:
     """The sagas this gateway is driving now, by the log."""
     return [s.id for s in sagas(log) if s.status in ACTIVE_STATUSES and owned_by(proc, s)]
 
@@ -112,17 +106,20 @@ def owned_by(proc: GatewayProcess, record: SagaRecord) -> bool:
 
 
 def test_a_gateway_host_dies_and_the_others_finish_its_sagas(stack: Stack, hosts: Hosts) -> None:
-    a, b = start(stack, hosts)
+    # Charges take a while, so that the gateway always has sagas in flight to lose.
+    a, b = start(stack, hosts, SLOW_CHARGES)
     orders = 160
     cut_short: list[str] = []
 
     def kill_host_a(done: threading.Event, result: LoadResult) -> None:
         while len(result.accepted) < orders // 3 and not done.wait(0.005):
             pass
-        with stack.log() as log:
+        with stack.shared_log() as log:
+            hosts.gw_a.kill_all()  # the gateway and anything else on that host, at once
+            result.kills += 1
+            # Its sagas still unfinished: cut short (those the others were quicker to
+            # take over than this listing are not in it).
             cut_short.extend(active_on(log, a))
-        hosts.gw_a.kill_all()  # the gateway and anything else on that host, at once
-        result.kills += 1
 
     result = run_load(stack, orders, urls=[a.url, b.url], during=kill_host_a)
     verdict = judge_run(stack, settle_s=60, url=b.url)
@@ -130,7 +127,7 @@ def test_a_gateway_host_dies_and_the_others_finish_its_sagas(stack: Stack, hosts
     assert len(result.accepted) == orders and verdict.counts["orders"] == orders
     assert not a.running and b.running
     assert cut_short, "the kill caught sagas in flight on the dead host"
-    with stack.log() as log:
+    with stack.shared_log() as log:
         for saga_id in cut_short:
             record = log.get_sync(saga_id)
             assert record is not None and record.status.finished, saga_id
@@ -162,7 +159,7 @@ def test_a_partitioned_gateway_is_fenced_when_it_comes_back(
         # First from the services: the calls it makes from now on wait in the network.
         hosts.gw_a.partition(hosts.services.ip)
         try:
-            with stack.log() as log:
+            with stack.shared_log() as log:
                 started = time.monotonic()
                 while len(active_on(log, a)) < STUCK and time.monotonic() - started < 20:
                     time.sleep(0.05)
@@ -192,7 +189,7 @@ def test_a_partitioned_gateway_is_fenced_when_it_comes_back(
     verdict = judge_run(stack, settle_s=60, url=b.url)
     assert verdict.ok, verdict.report()
     assert len(result.accepted) == orders and verdict.counts["orders"] == orders
-    with stack.log() as log:
+    with stack.shared_log() as log:
         for saga_id in claimed:
             record = log.get_sync(saga_id)
             assert record is not None and not owned_by(a, record)

@@ -39,6 +39,7 @@ from engine.log_settings import SagaLogSettings
 from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
+from engine.sync_log import SyncSagaLog
 from orders.audit import AuditReport, audit
 from orders.audit_io import read_snapshot, wait_until_settled
 from orders.channels import sync_channel
@@ -287,6 +288,21 @@ class Stack:
     def log_path(self) -> Path:
         return self.data / "saga.db"
 
+    @property
+    def log_settings(self) -> SagaLogSettings:
+        """Where the stack's processes keep the saga log: SAGA_DATABASE_URL, else the file."""
+        return SagaLogSettings.from_env(self.env)
+
+    @contextlib.contextmanager
+    def shared_log(self) -> Iterator[SyncSagaLog]:
+        """The saga log wherever the stack keeps it (PostgreSQL too), opened by this test
+        process beside the stack's."""
+        log = SyncSagaLog.open(self.log_settings)
+        try:
+            yield log
+        finally:
+            log.close_sync()
+
     @contextlib.contextmanager
     def log(self) -> Iterator[SqliteSagaLog]:
         """The saga log file, opened by this test process (several processes may)."""
@@ -320,7 +336,7 @@ class Stack:
 
     def audit(self, wait_s: float = 0.0) -> AuditReport:
         """The contract's invariants across the saga log and the three services."""
-        settings = SagaLogSettings.from_env(self.env)  # SAGA_DATABASE_URL, else the file
+        settings = self.log_settings
         if wait_s:
             wait_until_settled(settings, wait_s)
         return audit(read_snapshot(settings, self.addresses))
