@@ -4,6 +4,8 @@ point (`ServiceSettings.from_env`), then passed down. Nothing reads os.environ e
 - `SAGA_DATA_DIR`: folder of the ledgers `order.db`, `payment.db`, `inventory.db` (./var)
 - `ORDER_SERVICE_ADDR`, `PAYMENT_SERVICE_ADDR`, `INVENTORY_SERVICE_ADDR`: listen addresses
   (127.0.0.1:9090, :9091, :9092)
+- `ORDER_DATABASE_URL`, `PAYMENT_DATABASE_URL`, `INVENTORY_DATABASE_URL`: the ledger in
+  PostgreSQL (`postgresql://…`, its own schema), shared by replicas; unset = the SQLite file
 - `INVENTORY_SEED_STOCK`: stock of a new inventory ledger (prod_1=15,prod_2=10,prod_3=0)
 - `SAGA_SQLITE_SYNCHRONOUS`: FULL (survives power loss, the default) or NORMAL (a crash)
 - `SAGA_SQLITE_BUSY_TIMEOUT_MS`: how long a write waits for a lock held elsewhere (5000)
@@ -32,6 +34,7 @@ from engine.config import (
 )
 from engine.sqlite import DbConfig, Synchronous
 from services.common.faults import FaultPlan, parse_faults
+from services.common.pgsupport import redact
 from services.common.validate import MAX_ID_LEN, MAX_QUANTITY
 
 __all__ = ["DEFAULT_SEED_STOCK", "ServiceName", "ServiceSettings", "parse_seed_stock"]
@@ -54,6 +57,12 @@ METRICS_ADDRESSES: Final[dict[ServiceName, tuple[str, str]]] = {
     ServiceName.PAYMENT: ("PAYMENT_METRICS_ADDR", "127.0.0.1:9466"),
     ServiceName.INVENTORY: ("INVENTORY_METRICS_ADDR", "127.0.0.1:9467"),
 }
+# Each service's ledger in PostgreSQL; unset = `$SAGA_DATA_DIR/<service>.db`.
+DATABASE_URLS: Final[dict[ServiceName, str]] = {
+    ServiceName.ORDER: "ORDER_DATABASE_URL",
+    ServiceName.PAYMENT: "PAYMENT_DATABASE_URL",
+    ServiceName.INVENTORY: "INVENTORY_DATABASE_URL",
+}
 DEFAULT_SEED_STOCK: Final = "prod_1=15,prod_2=10,prod_3=0"
 SEED_VAR: Final = "INVENTORY_SEED_STOCK"
 
@@ -69,6 +78,7 @@ class ServiceSettings:
     seed_stock: tuple[tuple[str, int], ...] = ()  # inventory only
     faults: FaultPlan = field(default_factory=FaultPlan)
     metrics_addr: Address | None = None  # None: no metrics endpoint
+    database_url: str | None = None  # None: the SQLite file at ledger_path
 
     @property
     def db(self) -> DbConfig:
@@ -95,7 +105,25 @@ class ServiceSettings:
             seed_stock=seed,
             faults=fault_plan(env),
             metrics_addr=metrics_addr(env, *METRICS_ADDRESSES[service]),
+            database_url=database_url(env, DATABASE_URLS[service]),
         )
+
+    @property
+    def ledger_where(self) -> str:
+        """Where the ledger is, for messages: the file, or the URL without its password."""
+        if self.database_url is None:
+            return str(self.ledger_path)
+        return redact(self.database_url)
+
+
+def database_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    scheme = raw.partition("://")[0].lower()
+    if scheme not in ("postgresql", "postgres"):
+        raise SettingsError(f"{name}: expected a postgresql://USER@HOST:PORT/DATABASE URL")
+    return raw
 
 
 def metrics_addr(env: Mapping[str, str], name: str, default: str) -> Address | None:

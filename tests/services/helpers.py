@@ -4,12 +4,14 @@ grpc.aio server of one service on a free port with a real channel to it."""
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar, cast
 
 import apsw
+import asyncpg
 import grpc
 import grpc.aio
 
@@ -21,6 +23,7 @@ from services.settings import ServiceName, ServiceSettings
 T = TypeVar("T")
 
 SEED = (("prod_1", 15), ("prod_2", 10), ("prod_3", 0))
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def ledger_conn(path: Path, migrations: Sequence[str]) -> apsw.Connection:
@@ -71,3 +74,22 @@ def saga_error(err: grpc.aio.AioRpcError) -> str | None:
         if key == "x-saga-error":
             return value.decode() if isinstance(value, bytes) else value
     return None
+
+
+@contextlib.asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """A new, empty database on the shared PostgreSQL server, dropped afterwards."""
+    name = f"svc_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
