@@ -32,9 +32,9 @@ from engine.config import (
     env_int,
     env_synchronous,
 )
+from engine.pg import PgConfig, database_url
 from engine.sqlite import DbConfig, Synchronous
 from services.common.faults import FaultPlan, parse_faults
-from services.common.pgsupport import redact
 from services.common.validate import MAX_ID_LEN, MAX_QUANTITY
 
 __all__ = ["DEFAULT_SEED_STOCK", "ServiceName", "ServiceSettings", "parse_seed_stock"]
@@ -78,7 +78,7 @@ class ServiceSettings:
     seed_stock: tuple[tuple[str, int], ...] = ()  # inventory only
     faults: FaultPlan = field(default_factory=FaultPlan)
     metrics_addr: Address | None = None  # None: no metrics endpoint
-    database_url: str | None = None  # None: the SQLite file at ledger_path
+    database: PgConfig | None = None  # None: the SQLite file at ledger_path
 
     @property
     def db(self) -> DbConfig:
@@ -105,25 +105,8 @@ class ServiceSettings:
             seed_stock=seed,
             faults=fault_plan(env),
             metrics_addr=metrics_addr(env, *METRICS_ADDRESSES[service]),
-            database_url=database_url(env, DATABASE_URLS[service]),
+            database=database_url(env, DATABASE_URLS[service]),
         )
-
-    @property
-    def ledger_where(self) -> str:
-        """Where the ledger is, for messages: the file, or the URL without its password."""
-        if self.database_url is None:
-            return str(self.ledger_path)
-        return redact(self.database_url)
-
-
-def database_url(env: Mapping[str, str], name: str) -> str | None:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return None
-    scheme = raw.partition("://")[0].lower()
-    if scheme not in ("postgresql", "postgres"):
-        raise SettingsError(f"{name}: expected a postgresql://USER@HOST:PORT/DATABASE URL")
-    return raw
 
 
 def metrics_addr(env: Mapping[str, str], name: str, default: str) -> Address | None:

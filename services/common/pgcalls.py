@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from engine.pg.pool import Conn
 from services.common.errors import ConflictingRepeat, EpochFenced
 from services.common.journal import Answer, MutatingCall
-from services.common.pgsupport import Conn
 
 __all__ = ["fence", "fences_schema", "journal_schema", "once"]
 

@@ -37,7 +37,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from engine.config import Address, format_addr
-from engine.errors import ListenError, StorageError
+from engine.errors import ListenError, StorageError, StorageFault
 from engine.sqlite import end_process
 from services.common.backend import Ledger
 from services.common.edge import Edge
@@ -112,14 +112,16 @@ async def start(
 ) -> RunningService:
     """Open the ledger and start serving; raises EngineError subclasses for a bad ledger
     file (StorageError, MigrationError, LedgerOpenError), a database that refuses the
-    service (LedgerOpenError) or an address (ListenError); a database that does not answer
-    yet is waited for while serving UNAVAILABLE.
+    service (StorageError CANTOPEN, SchemaTooNew) or an address (ListenError); a database
+    that does not answer yet is waited for while serving UNAVAILABLE.
     `tracer_provider`: where the server spans go (the process's global one when None)."""
     ledger = await spec.open_ledger(settings)
     try:
         try:
             await ledger.ready()
         except StorageError as exc:
+            if exc.fault is StorageFault.CANTOPEN:
+                raise  # it refuses this service (password, no such database): say so now
             log.warning("%s: %s; answering UNAVAILABLE until it is back", spec.name, exc.message)
         registry = CollectorRegistry()
         # SO_REUSEPORT is grpc's default on Linux: without turning it off a second service

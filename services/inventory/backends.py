@@ -47,8 +47,8 @@ class SqliteInventory(SqliteBacked):
 
 async def open_ledger(settings: ServiceSettings) -> InventoryLedger:
     """The ledger the settings name; a new one gets the seed stock once."""
-    if settings.database_url is not None:
-        return pg.PgInventory(pg.open_store(settings.database_url, settings.seed_stock))
+    if settings.database is not None:
+        return pg.PgInventory(pg.open_store(settings.database, settings.seed_stock))
     store = await open_sqlite(settings.db, ledger.MIGRATIONS, settings.name)
     try:
         await store.write(lambda conn: ledger.seed(conn, settings.seed_stock))

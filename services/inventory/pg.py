@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from engine.pg import PgConfig
+from engine.pg.pool import Conn
 from services.common.backend import PgBacked
 from services.common.journal import Answer, MutatingCall
 from services.common.paging import LedgerPage, PageRequest
 from services.common.pgcalls import fences_schema, journal_schema, once
 from services.common.pgstore import PgLedgerStore
-from services.common.pgsupport import Conn
 from services.inventory.ledger import (
     Reservation,
     ReservationState,
@@ -63,14 +64,14 @@ CREATE TABLE {S}.seeded (
 )
 
 
-def open_store(url: str, seed: Sequence[StockLine]) -> PgLedgerStore:
+def open_store(cfg: PgConfig, seed: Sequence[StockLine]) -> PgLedgerStore:
     """The store of the inventory schema; a new ledger gets `seed` once, whichever
     replica gets there first."""
 
     async def prepare(conn: Conn) -> bool:
         return await _seed(conn, seed)
 
-    return PgLedgerStore(url, schema=S, migrations=MIGRATIONS, prepare=prepare)
+    return PgLedgerStore(cfg, schema=S, migrations=MIGRATIONS, prepare=prepare)
 
 
 class PgInventory(PgBacked):

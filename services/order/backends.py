@@ -52,6 +52,6 @@ class SqliteOrders(SqliteBacked):
 
 
 async def open_ledger(settings: ServiceSettings) -> OrderLedger:
-    if settings.database_url is not None:
-        return pg.PgOrders(pg.open_store(settings.database_url))
+    if settings.database is not None:
+        return pg.PgOrders(pg.open_store(settings.database))
     return SqliteOrders(await open_sqlite(settings.db, ledger.MIGRATIONS, settings.name))

@@ -14,12 +14,13 @@ from typing import Final
 
 import asyncpg
 
+from engine.pg import PgConfig
+from engine.pg.pool import Conn
 from services.common.backend import PgBacked
 from services.common.errors import NotFound
 from services.common.paging import LedgerPage, PageRequest
 from services.common.pgcalls import fence, fences_schema
 from services.common.pgstore import PgLedgerStore
-from services.common.pgsupport import Conn
 from services.order.ledger import (
     LedgerOrder,
     LedgerStatus,
@@ -72,8 +73,8 @@ FOR EACH ROW EXECUTE FUNCTION {S}.terminal_status_never_changes();
 _COLUMNS: Final = "id, customer_id, status, total_cents, reason"
 
 
-def open_store(url: str) -> PgLedgerStore:
-    return PgLedgerStore(url, schema=S, migrations=MIGRATIONS)
+def open_store(cfg: PgConfig) -> PgLedgerStore:
+    return PgLedgerStore(cfg, schema=S, migrations=MIGRATIONS)
 
 
 class PgOrders(PgBacked):

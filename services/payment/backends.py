@@ -46,6 +46,6 @@ class SqlitePayment(SqliteBacked):
 
 
 async def open_ledger(settings: ServiceSettings) -> PaymentLedger:
-    if settings.database_url is not None:
-        return pg.PgPayment(pg.open_store(settings.database_url))
+    if settings.database is not None:
+        return pg.PgPayment(pg.open_store(settings.database))
     return SqlitePayment(await open_sqlite(settings.db, ledger.MIGRATIONS, settings.name))

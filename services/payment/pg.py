@@ -11,12 +11,13 @@ from typing import Final
 
 import asyncpg
 
+from engine.pg import PgConfig
+from engine.pg.pool import Conn
 from services.common.backend import PgBacked
 from services.common.journal import Answer, MutatingCall
 from services.common.paging import LedgerPage, PageRequest
 from services.common.pgcalls import fences_schema, journal_schema, once
 from services.common.pgstore import PgLedgerStore
-from services.common.pgsupport import Conn
 from services.payment.ledger import (
     Payment,
     PaymentState,
@@ -47,8 +48,8 @@ CREATE TABLE {S}.payments (
 _COLUMNS: Final = "order_id, state, amount_cents, customer_id, reason"
 
 
-def open_store(url: str) -> PgLedgerStore:
-    return PgLedgerStore(url, schema=S, migrations=MIGRATIONS)
+def open_store(cfg: PgConfig) -> PgLedgerStore:
+    return PgLedgerStore(cfg, schema=S, migrations=MIGRATIONS)
 
 
 class PgPayment(PgBacked):

@@ -9,7 +9,8 @@ from proto.inventory.v1 import inventory_pb2_grpc
 from proto.order.v1 import order_pb2_grpc
 from proto.payment.v1 import payment_pb2_grpc
 from services.settings import ServiceSettings
-from tests.services.helpers import fresh_database, serving, settings_for
+from tests.services.helpers import serving, settings_for
+from tests.support.pg import fresh_database
 from tests.support.procs import kill_all
 
 
@@ -49,5 +50,5 @@ async def ledger_settings(
     if request.param == "sqlite":
         yield lambda name: settings_for(name, tmp_path)
         return
-    async with fresh_database() as url:
+    with fresh_database() as url:
         yield lambda name: settings_for(name, tmp_path, database_url=url)

@@ -4,17 +4,16 @@ grpc.aio server of one service on a free port with a real channel to it."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar, cast
 
 import apsw
-import asyncpg
 import grpc
 import grpc.aio
 
+from engine.pg.settings import parse_url
 from engine.sqlite import DbConfig, migrate, open_connection, transaction
 from services.common.server import RunningService, start
 from services.main import spec_for
@@ -23,7 +22,6 @@ from services.settings import ServiceName, ServiceSettings
 T = TypeVar("T")
 
 SEED = (("prod_1", 15), ("prod_2", 10), ("prod_3", 0))
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def ledger_conn(path: Path, migrations: Sequence[str]) -> apsw.Connection:
@@ -38,13 +36,18 @@ def unit(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
         return fn(conn)
 
 
-def settings_for(name: str, data_dir: Path, **overrides: object) -> ServiceSettings:
+def settings_for(
+    name: str, data_dir: Path, *, database_url: str | None = None, **overrides: object
+) -> ServiceSettings:
+    """A service's settings for a test: a free port, its ledger in `data_dir`, or in the
+    PostgreSQL database at `database_url`."""
     settings = ServiceSettings(
         name=ServiceName(name),
         addr=("127.0.0.1", 0),  # the OS picks a free port
         ledger_path=data_dir / f"{name}.db",
         grace_s=1.0,
         seed_stock=SEED if name == "inventory" else (),
+        database=None if database_url is None else parse_url(database_url, "test database"),
     )
     return replace(settings, **overrides)  # type: ignore[arg-type]
 
@@ -74,22 +77,3 @@ def saga_error(err: grpc.aio.AioRpcError) -> str | None:
         if key == "x-saga-error":
             return value.decode() if isinstance(value, bytes) else value
     return None
-
-
-@contextlib.asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """A new, empty database on the shared PostgreSQL server, dropped afterwards."""
-    name = f"svc_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()

@@ -19,7 +19,8 @@ from proto.order.v1 import order_pb2 as orders
 from proto.order.v1 import order_pb2_grpc
 from proto.payment.v1 import payment_pb2 as pay
 from proto.payment.v1 import payment_pb2_grpc
-from tests.services.helpers import epoch, fresh_database, serving, settings_for
+from tests.services.helpers import epoch, serving, settings_for
+from tests.support.pg import fresh_database
 
 BEFORE = 120  # records written before the listing begins
 PAGE = 17
@@ -67,30 +68,40 @@ async def reservations_page(channel: grpc.aio.Channel, token: str) -> tuple[list
 async def on_postgres(
     name: str, tmp_path: Path, **extra: object
 ) -> AsyncIterator[grpc.aio.Channel]:
-    async with (
-        fresh_database() as url,
-        serving(settings_for(name, tmp_path, database_url=url, **extra)) as (_, channel),
-    ):
-        yield channel
+    with fresh_database() as url:
+        async with serving(settings_for(name, tmp_path, database_url=url, **extra)) as (_, ch):
+            yield ch
 
 
-@contextlib.asynccontextmanager
-async def writing(channel: grpc.aio.Channel, write: Write) -> AsyncIterator[list[str]]:
-    """Writes new records (between and after the old ones) until the block ends."""
-    written: list[str] = []
+class Writer:
+    """Writes new records (between and after the old ones) until stopped."""
 
-    async def loop() -> None:
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.wrote = asyncio.Event()
+
+    async def loop(self, channel: grpc.aio.Channel, write: Write) -> None:
         i = 0
         while True:
             # "k-005x" falls between "k-005" and "k-006": inserts land inside pages too.
             order_id = f"k-{i % BEFORE:03d}x{i}" if i % 2 else f"z-{i:04d}"
             await write(channel, order_id)
-            written.append(order_id)
+            self.written.append(order_id)
+            self.wrote.set()
             i += 1
 
-    task = asyncio.create_task(loop())
+    async def another(self) -> None:
+        """Return once at least one more record is written."""
+        self.wrote.clear()
+        await self.wrote.wait()
+
+
+@contextlib.asynccontextmanager
+async def writing(channel: grpc.aio.Channel, write: Write) -> AsyncIterator[Writer]:
+    writer = Writer()
+    task = asyncio.create_task(writer.loop(channel, write))
     try:
-        yield written
+        yield writer
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -113,7 +124,7 @@ async def test_a_listing_pages_correctly_while_writes_go_on(
         before = [f"k-{i:03d}" for i in range(BEFORE)]
         for order_id in before:
             await write(channel, order_id)
-        async with writing(channel, write) as written:
+        async with writing(channel, write) as writer:
             listed: list[str] = []
             token = ""
             pages = 0
@@ -121,10 +132,10 @@ async def test_a_listing_pages_correctly_while_writes_go_on(
                 ids, token = await page(channel, token)
                 listed.extend(ids)
                 pages += 1
-                await asyncio.sleep(0)  # let the writer in between pages
                 if not token:
                     break
-            assert written, "writes went on during the listing"
+                await writer.another()  # between every two pages, at least one write
+            written = writer.written
         assert listed == sorted(set(listed)), "in order, none twice"
         assert set(before) <= set(listed), "every record that existed at the start"
         assert set(listed) <= set(before) | set(written), "nothing that was never written"

@@ -16,7 +16,7 @@ import pytest
 
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.inventory.v1 import inventory_pb2_grpc
-from tests.services.helpers import epoch, fresh_database, saga_error
+from tests.services.helpers import epoch, saga_error
 from tests.support.procs import ServiceProcess, free_port, start_service
 
 pytestmark = pytest.mark.slow
@@ -32,15 +32,9 @@ class Replicas:
 
 
 @pytest.fixture
-async def database() -> AsyncIterator[str]:
-    async with fresh_database() as url:
-        yield url
-
-
-@pytest.fixture
-def two_replicas(database: str, tmp_path: Path) -> Iterator[tuple[ServiceProcess, ...]]:
+def two_replicas(pg_url: str, tmp_path: Path) -> Iterator[tuple[ServiceProcess, ...]]:
     env = {
-        "INVENTORY_DATABASE_URL": database,
+        "INVENTORY_DATABASE_URL": pg_url,
         "INVENTORY_SEED_STOCK": f"prod_1={LAST_UNITS},prod_2=1000",
     }
     # Started together: the migration and the seed are serialized between them.
