@@ -9,7 +9,7 @@ left. The CHECK on `available` backs the rule: stock never goes negative.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 from engine.pg import PgConfig
@@ -118,20 +118,22 @@ async def _seed(conn: Conn, stock: Sequence[StockLine]) -> bool:
 
 
 async def _reserve(conn: Conn, order_id: str, lines: Sequence[StockLine]) -> Answer:
-    rows = await conn.fetch(
-        f"SELECT product_id, available FROM {S}.products WHERE product_id = ANY($1::text[])"
-        " ORDER BY product_id FOR UPDATE",
-        [product for product, _ in lines],
-    )
-    available = {str(row["product_id"]): int(row["available"]) for row in rows}
-    decision = decide_reserve(await _reservation(conn, order_id), available, lines)
-    if decision.state is ReservationState.RESERVED:
-        await conn.executemany(
-            f"UPDATE {S}.products SET available = available - $1 WHERE product_id = $2",
-            [(quantity, product) for product, quantity in lines],
+    # The order's own rows first (the fence row lock already guards them), the products'
+    # locks last: they are the ones every order contends for, so they are held for as
+    # few round trips as possible (this read, one write, the journal's, COMMIT).
+    current = await _reservation(conn, order_id)
+    available: dict[str, int] = {}
+    if current.state is ReservationState.NONE:  # else the decision needs no stock
+        rows = await conn.fetch(
+            f"SELECT product_id, available FROM {S}.products"
+            " WHERE product_id = ANY($1::text[]) ORDER BY product_id FOR UPDATE",
+            [product for product, _ in lines],
         )
+        available = {str(row["product_id"]): int(row["available"]) for row in rows}
+    decision = decide_reserve(current, available, lines)
     if decision.state is not None:
-        await _write(conn, order_id, decision.state, decision.answer.reason, lines)
+        take = decision.state is ReservationState.RESERVED
+        await _write(conn, order_id, decision.state, decision.answer.reason, lines, take=take)
     return decision.answer
 
 
@@ -139,10 +141,7 @@ async def _release(conn: Conn, order_id: str) -> Answer:
     current = await _reservation(conn, order_id)
     decision = decide_release(current)
     if current.state is ReservationState.RESERVED:
-        await conn.executemany(  # items are in product-id order: the same lock order
-            f"UPDATE {S}.products SET available = available + $1 WHERE product_id = $2",
-            [(quantity, product) for product, quantity in current.items],
-        )
+        await _take(conn, current.items, sign=1)  # in product-id order: the same lock order
         await conn.execute(
             f"UPDATE {S}.reservations SET state = $1 WHERE order_id = $2",
             ReservationState.RELEASED.value,
@@ -153,22 +152,52 @@ async def _release(conn: Conn, order_id: str) -> Answer:
     return decision.answer
 
 
+async def _take(conn: Conn, lines: Sequence[StockLine], *, sign: int) -> None:
+    """Add `sign` * quantity to each product's available stock, in one statement."""
+    await conn.execute(
+        f"UPDATE {S}.products AS p SET available = p.available + $3 * v.quantity"
+        " FROM unnest($1::text[], $2::bigint[]) AS v (product_id, quantity)"
+        " WHERE p.product_id = v.product_id",
+        [product for product, _ in lines],
+        [quantity for _, quantity in lines],
+        sign,
+    )
+
+
+# One statement: the stock taken (when `$6`), the reservation and its items. The items'
+# foreign key is checked at the end of the statement, when the reservation is there.
+_WRITE: Final = f"""
+WITH taken AS (
+    UPDATE {S}.products AS p SET available = p.available - v.quantity
+    FROM unnest($4::text[], $5::bigint[]) AS v (product_id, quantity)
+    WHERE $6 AND p.product_id = v.product_id
+), reservation AS (
+    INSERT INTO {S}.reservations (order_id, state, reason) VALUES ($1, $2, $3)
+)
+INSERT INTO {S}.reservation_items (order_id, product_id, quantity)
+SELECT $1, product_id, quantity FROM unnest($4::text[], $5::bigint[]) AS v (product_id, quantity)
+"""
+
+
 async def _write(
     conn: Conn,
     order_id: str,
     state: ReservationState,
     reason: str,
-    lines: Iterable[StockLine],
+    lines: Sequence[StockLine],
+    *,
+    take: bool = False,
 ) -> None:
+    """Record the order's reservation in `state` with its items; with `take`, the items'
+    quantities come off the stock too."""
     await conn.execute(
-        f"INSERT INTO {S}.reservations (order_id, state, reason) VALUES ($1, $2, $3)",
+        _WRITE,
         order_id,
         state.value,
         reason,
-    )
-    await conn.executemany(
-        f"INSERT INTO {S}.reservation_items (order_id, product_id, quantity) VALUES ($1, $2, $3)",
-        [(order_id, product, quantity) for product, quantity in lines],
+        [product for product, _ in lines],
+        [quantity for _, quantity in lines],
+        take,
     )
 
 
