@@ -3,7 +3,10 @@ point (`ServiceSettings.from_env`), then passed down. Nothing reads os.environ e
 
 - `SAGA_DATA_DIR`: folder of the ledgers `order.db`, `payment.db`, `inventory.db` (./var)
 - `ORDER_SERVICE_ADDR`, `PAYMENT_SERVICE_ADDR`, `INVENTORY_SERVICE_ADDR`: listen addresses
-  (127.0.0.1:9090, :9091, :9092)
+  (127.0.0.1:9090, :9091, :9092); one `host:port`: the callers' list of replicas or
+  `dns:` name is not where one replica listens
+- `SAGA_GRPC_TLS_CERT`, `SAGA_GRPC_TLS_KEY`, `SAGA_GRPC_TLS_CA`: serve mutual TLS (all
+  three or none; engine/net.py)
 - `ORDER_DATABASE_URL`, `PAYMENT_DATABASE_URL`, `INVENTORY_DATABASE_URL`: the ledger in
   PostgreSQL (`postgresql://…`, its own schema), shared by replicas; unset = the SQLite file
 - `INVENTORY_SEED_STOCK`: stock of a new inventory ledger (prod_1=15,prod_2=10,prod_3=0)
@@ -31,7 +34,9 @@ from engine.config import (
     env_float,
     env_int,
     env_synchronous,
+    parse_addr,
 )
+from engine.net import TlsFiles, env_tls
 from engine.pg import PgConfig, database_url
 from engine.sqlite import DbConfig, Synchronous
 from services.common.faults import FaultPlan, parse_faults
@@ -79,6 +84,7 @@ class ServiceSettings:
     faults: FaultPlan = field(default_factory=FaultPlan)
     metrics_addr: Address | None = None  # None: no metrics endpoint
     database: PgConfig | None = None  # None: the SQLite file at ledger_path
+    tls: TlsFiles | None = None  # None: plaintext
 
     @property
     def db(self) -> DbConfig:
@@ -97,7 +103,7 @@ class ServiceSettings:
             seed = parse_seed_stock(env.get(SEED_VAR) or DEFAULT_SEED_STOCK)
         return cls(
             name=service,
-            addr=env_addr(env, addr_var, addr_default),
+            addr=listen_addr(env, addr_var, addr_default),
             ledger_path=data_dir(env) / f"{service.value}.db",
             synchronous=env_synchronous(env),
             busy_timeout_ms=env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
@@ -106,7 +112,19 @@ class ServiceSettings:
             faults=fault_plan(env),
             metrics_addr=metrics_addr(env, *METRICS_ADDRESSES[service]),
             database=database_url(env, DATABASE_URLS[service]),
+            tls=env_tls(env),
         )
+
+
+def listen_addr(env: Mapping[str, str], name: str, default: str) -> Address:
+    """Where this replica listens: one host:port, never the callers' list or dns: name."""
+    raw = env.get(name) or default
+    if "," in raw or raw.strip().startswith("dns:"):
+        raise SettingsError(
+            f"{name}={raw!r}: a service listens on one HOST:PORT; a list of replicas or a "
+            "dns: name is for the callers: give each replica its own address"
+        )
+    return parse_addr(raw, name)
 
 
 def metrics_addr(env: Mapping[str, str], name: str, default: str) -> Address | None:
