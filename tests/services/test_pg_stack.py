@@ -6,12 +6,14 @@ restarted, and every acknowledged order still ends, with a clean audit."""
 from __future__ import annotations
 
 import concurrent.futures
+import re
 from pathlib import Path
 
 import pytest
 
 from proto.inventory.v1 import inventory_pb2 as inv
 from tests.support.procs import ServiceProcess, free_port, start_service
+from tests.support.prom import scrape
 from tests.support.stack import ORDERS, PLENTY, Stack, wait_terminal
 
 pytestmark = pytest.mark.slow
@@ -59,6 +61,7 @@ def test_orders_end_cleanly_when_a_replica_of_each_service_dies(
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 first_half = list(pool.map(post, range(total // 2)))
                 for proc in doomed:
+                    assert answered(proc) > 0, f"{proc.name} took no calls before its kill"
                     proc.kill()  # one replica of each service, for good
                 second_half = list(pool.map(post, range(total // 2, total)))
             ends = {oid: wait_terminal(http, oid, 60)["status"] for oid in first_half + second_half}
@@ -69,3 +72,11 @@ def test_orders_end_cleanly_when_a_replica_of_each_service_dies(
         assert stock.reserved["prod_1"] == list(ends.values()).count("CONFIRMED")
     finally:
         stack.close()
+
+
+def answered(proc: ServiceProcess) -> float:
+    """RPCs a service replica has answered, from its Prometheus endpoint (the port it
+    picked is on its serving line)."""
+    match = re.search(r"metrics on (\S+?)\)", proc.output())
+    assert match is not None, proc.output()
+    return scrape(f"http://{match.group(1)}/metrics").value("saga_service_rpc_total")
