@@ -141,7 +141,7 @@ async def _release(conn: Conn, order_id: str) -> Answer:
     current = await _reservation(conn, order_id)
     decision = decide_release(current)
     if current.state is ReservationState.RESERVED:
-        await _take(conn, current.items, sign=1)  # in product-id order: the same lock order
+        await _give_back(conn, current.items)
         await conn.execute(
             f"UPDATE {S}.reservations SET state = $1 WHERE order_id = $2",
             ReservationState.RELEASED.value,
@@ -152,15 +152,23 @@ async def _release(conn: Conn, order_id: str) -> Answer:
     return decision.answer
 
 
-async def _take(conn: Conn, lines: Sequence[StockLine], *, sign: int) -> None:
-    """Add `sign` * quantity to each product's available stock, in one statement."""
+async def _give_back(conn: Conn, lines: Sequence[StockLine]) -> None:
+    """Return each line's quantity to its product's stock. The rows are locked first, in
+    product-id order as Reserve locks them: an UPDATE over a join locks in whatever order
+    its plan visits them, and two orders of the same products could then deadlock."""
+    products = [product for product, _ in lines]
+    if len(products) > 1:
+        await conn.execute(
+            f"SELECT 1 FROM {S}.products WHERE product_id = ANY($1::text[])"
+            " ORDER BY product_id FOR UPDATE",
+            products,
+        )
     await conn.execute(
-        f"UPDATE {S}.products AS p SET available = p.available + $3 * v.quantity"
+        f"UPDATE {S}.products AS p SET available = p.available + v.quantity"
         " FROM unnest($1::text[], $2::bigint[]) AS v (product_id, quantity)"
         " WHERE p.product_id = v.product_id",
-        [product for product, _ in lines],
+        products,
         [quantity for _, quantity in lines],
-        sign,
     )
 
 

@@ -1,7 +1,7 @@
 """Two ledgers on one PostgreSQL database (two pools: what two replicas are to the
 database), many copies of the same mutating call at once through both: applied once,
-every copy gets the same answer. For the order and the payment ledgers; the inventory's
-is tests/services/test_replicas.py, with real processes."""
+every copy gets the same answer (the inventory's oversell test is
+tests/services/test_replicas.py, with real processes)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from services.common.backend import Ledger
 from services.common.errors import EpochFenced
 from services.common.journal import Answer
 from services.common.paging import PageRequest
+from services.inventory import backends as inventory
+from services.inventory.ledger import ReservationState
 from services.order import backends as order
 from services.order.ledger import LedgerStatus
 from services.payment import backends as payment
@@ -97,3 +99,30 @@ async def test_the_same_order_created_through_two_replicas_exists_once(
 
 def page_request() -> PageRequest:
     return PageRequest(limit=100, after="")
+
+
+@pytest.fixture
+async def inventories(
+    pg_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[inventory.InventoryLedger, inventory.InventoryLedger]]:
+    async for pair in two(inventory.open_ledger, "inventory", pg_url, tmp_path):
+        yield pair
+
+
+async def test_reserves_and_releases_of_the_same_products_race_without_harm(
+    inventories: tuple[inventory.InventoryLedger, inventory.InventoryLedger],
+) -> None:
+    # Orders of two products each, reserved and released through both replicas at once:
+    # every lock is taken in product-id order, so none of them waits on a deadlock.
+    lines = [("prod_1", 1), ("prod_2", 1)]
+    calls = [inventories[i % 2].reserve(f"m{i}", 1, lines) for i in range(10)]
+    calls += [inventories[(i + 1) % 2].release(f"m{i}", 1) for i in range(0, 10, 2)]
+    answers = await asyncio.gather(*calls)
+    assert all(a.success or a.reason == "already_released" for a in answers)
+    view = await inventories[0].stock()
+    for product, initial in view.initial.items():
+        assert initial == view.available[product] + view.reserved[product], product
+    held = [await inventories[1].reservation(f"m{i}") for i in range(10)]
+    reserved = sum(1 for r in held if r.state is ReservationState.RESERVED)
+    assert view.reserved["prod_1"] == view.reserved["prod_2"] == reserved
+    assert all(r.state is ReservationState.RESERVED for r in held[1::2]), "odd: never released"
