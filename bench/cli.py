@@ -315,6 +315,53 @@ def contention(
     _echo_report(report.markdown, report.files)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="Concurrency 4, one second, one rep.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions per cell (default 3).")
+@click.option(
+    "-c",
+    "--concurrency",
+    "concurrencies",
+    type=click.IntRange(1),
+    multiple=True,
+    help="Sagas in flight; repeat for several (default 16 64 256).",
+)
+@click.option("--duration", type=click.FloatRange(0.1), help="Seconds measured (default 10).")
+@click.option("--warmup", type=click.FloatRange(0), help="Seconds before measuring (default 2).")
+@_out_option("ceiling")
+@_data_dir_option
+@click.pass_context
+def ceiling(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    concurrencies: tuple[int, ...],
+    duration: float | None,
+    warmup: float | None,
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """An order's gRPC calls and durable writes alone: no HTTP, no engine (what e2e is
+    compared with)."""
+    from bench.ceiling import CeilingSettings, run
+
+    settings = CeilingSettings.quick() if quick else CeilingSettings()
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        concurrencies=concurrencies or settings.concurrencies,
+        duration_s=duration or settings.duration_s,
+        warmup_s=settings.warmup_s if warmup is None else warmup,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", *(f"-c {c}" for c in settings.concurrencies)]
+    flags += [f"--duration {settings.duration_s:g}", f"--warmup {settings.warmup_s:g}"]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, _progress)
+    _echo_report(report.markdown, report.files)
+
+
 def _replay(command_path: str, settings: EngineBenchSettings) -> str:
     """The command that repeats this measurement, every count spelled out."""
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]

@@ -22,6 +22,7 @@ from bench.e2e import Backend
 from bench.loadgen import LoadResult, Sample
 from bench.recovery import HEADER as RECOVERY_HEADER
 from bench.recovery import Kind
+from orders.saga import STEP_NAMES
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +34,19 @@ needs_redis = pytest.mark.skipif(
 def _table(markdown: str) -> list[list[str]]:
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def _tables(markdown: str) -> list[list[list[str]]]:
+    """Every table of the report, in order (blocks of consecutive `|` lines)."""
+    tables: list[list[list[str]]] = []
+    inside = False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not inside:
+                tables.append([])
+            tables[-1].append([cell.strip() for cell in line.strip("|").split("|")])
+        inside = line.startswith("|")
+    return tables
 
 
 def _number(cell: str) -> float:
@@ -59,6 +73,20 @@ def test_e2e_quick_writes_a_row_per_backend(tmp_path: Path) -> None:
         assert _number(row[2]) > 0 and _number(row[4]) > 0  # accepted, end to end
     raw = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))
     assert len(raw["runs"]) == 2 and all(r["error"] is None for r in raw["runs"])
+
+
+def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
+    _invoke("ceiling", "--quick", "--out", str(tmp_path))
+    markdown = (tmp_path / "ceiling.md").read_text(encoding="utf-8")
+    ((header, _, row),) = _tables(markdown)
+    cells = dict(zip(header, row, strict=True))
+    assert _number(cells["sagas"]) > 0 and _number(cells["sagas/s"]) > 0
+    assert _number(cells["gRPC calls/saga"]) == len(STEP_NAMES)
+    raw = json.loads((tmp_path / "ceiling.json").read_text(encoding="utf-8"))
+    (run,) = raw["runs"]
+    # as many writes as the engine's commits per saga, measured in the same run
+    assert run["writes_per_saga"] == round(run["engine_commits_per_saga"])
+    assert run["commits"] > 0 and set(run["cpu_s"]) == {"driver", "order", "payment", "inventory"}
 
 
 def test_recovery_quick_recovers_every_saga_and_the_audit_agrees(tmp_path: Path) -> None:
