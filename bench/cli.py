@@ -73,6 +73,22 @@ def _progress(line: str) -> None:
 @click.option("--duration", type=click.FloatRange(0.1), help="Seconds measured (default 10).")
 @click.option("--warmup", type=click.FloatRange(0), help="Seconds before measuring (default 2).")
 @click.option("--no-redis", is_flag=True, help="No Redis idempotency cache (the log alone).")
+@click.option(
+    "--client",
+    "clients",
+    type=click.Choice(["wrk", "loadgen"]),
+    multiple=True,
+    help="Load generator; repeat for both (default both: wrk, found on PATH or installed "
+    "with apt-get as root, and bench/loadgen.py).",
+)
+@click.option("--no-install", is_flag=True, help="Never apt-get install a missing wrk.")
+@click.option("--no-daemon", is_flag=True, help="No `saga recovery` beside the gateway.")
+@click.option("--no-ceiling", is_flag=True, help="Do not measure the ceiling alongside.")
+@click.option(
+    "--ceiling-concurrency",
+    type=click.IntRange(1),
+    help="Sagas in flight in the ceiling (default 256, the gateway's runner capacity).",
+)
 @click.option("--no-chart", is_flag=True, help="Write no PNG chart.")
 @_out_option("e2e")
 @_data_dir_option
@@ -85,12 +101,20 @@ def e2e(
     duration: float | None,
     warmup: float | None,
     no_redis: bool,
+    clients: tuple[str, ...],
+    no_install: bool,
+    no_daemon: bool,
+    no_ceiling: bool,
+    ceiling_concurrency: int | None,
     no_chart: bool,
     out: Path,
     data_dir: Path | None,
 ) -> None:
-    """HTTP POST /orders to terminal saga on the real stack: durable log vs in-memory log."""
-    from bench.e2e import E2eSettings, run
+    """HTTP POST /orders to terminal saga on the real stack, driven by wrk and by
+    bench/loadgen.py: durable log vs in-memory log vs the ceiling."""
+    from bench.e2e import Client, E2eSettings, run
+
+    names = {"wrk": Client.WRK, "loadgen": Client.OWN}
 
     settings = E2eSettings.quick() if quick else E2eSettings()
     settings = replace(
@@ -100,6 +124,11 @@ def e2e(
         duration_s=duration or settings.duration_s,
         warmup_s=settings.warmup_s if warmup is None else warmup,
         redis=not no_redis,
+        clients=tuple(names[c] for c in dict.fromkeys(clients)) or settings.clients,
+        install_wrk=not no_install,
+        daemon=not no_daemon,
+        ceiling=not no_ceiling,
+        ceiling_concurrency=ceiling_concurrency or settings.ceiling_concurrency,
         chart=not no_chart,
         out=out,
         data_dir=data_dir,
@@ -107,6 +136,11 @@ def e2e(
     flags = [f"--reps {settings.reps}", *(f"-c {c}" for c in settings.concurrencies)]
     flags += [f"--duration {settings.duration_s:g}", f"--warmup {settings.warmup_s:g}"]
     flags += [] if settings.redis else ["--no-redis"]
+    flags += [] if settings.daemon else ["--no-daemon"]
+    flags += [f"--ceiling-concurrency {settings.ceiling_concurrency}"] if settings.ceiling else []
+    flags += [] if settings.ceiling else ["--no-ceiling"]
+    if set(settings.clients) != set(Client):
+        flags += [f"--client {c.name.lower().replace('own', 'loadgen')}" for c in settings.clients]
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
     report = run(settings, _progress)
     _echo_report(report.markdown, report.files)

@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from bench.ceiling import HEADER as CEILING_HEADER
 from bench.cli import main as bench_main
 from bench.e2e import HEADER as E2E_HEADER
-from bench.e2e import Backend
+from bench.e2e import Backend, Client
+from bench.e2e_report import CPU_HEADER
 from bench.loadgen import LoadResult, Sample
 from bench.recovery import HEADER as RECOVERY_HEADER
 from bench.recovery import Kind
+from bench.wrk import find_wrk
 from orders.saga import STEP_NAMES
 
 pytestmark = pytest.mark.slow
@@ -29,6 +32,9 @@ pytestmark = pytest.mark.slow
 needs_redis = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
 )
+
+
+HAS_WRK = shutil.which("wrk") is not None
 
 
 def _table(markdown: str) -> list[list[str]]:
@@ -60,19 +66,42 @@ def _invoke(*args: str) -> str:
 
 
 @needs_redis
-def test_e2e_quick_writes_a_row_per_backend(tmp_path: Path) -> None:
-    output = _invoke("e2e", "--quick", "--no-chart", "--out", str(tmp_path))
+def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
+    output = _invoke("e2e", "--quick", "--no-chart", "--no-install", "--out", str(tmp_path))
     markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
     assert markdown in output
-    header, separator, *rows = _table(markdown)
+    tables = _tables(markdown)
+    (header, separator, *rows), (cpu_header, _, *cpu_rows), (ceiling_header, _, *ceiling) = tables
     assert tuple(header) == E2E_HEADER
     assert len(separator) == len(E2E_HEADER)
-    assert {(row[0], row[1]) for row in rows} == {(b.value, "4") for b in Backend}
+    clients = [c for c in Client if c is not Client.WRK or HAS_WRK]
+    expected = {(c.value, b.value, "4") for c in clients for b in Backend}
+    assert {(row[0], row[1], row[2]) for row in rows} == expected
     for row in rows:
         assert len(row) == len(E2E_HEADER)
-        assert _number(row[2]) > 0 and _number(row[4]) > 0  # accepted, end to end
+        assert _number(row[3]) > 0 and _number(row[5]) > 0  # accepted, end to end
+        assert _number(row[10]) > 0  # the stack's CPU per 1,000 orders
+        assert row[14].endswith("x")  # the ratio to the ceiling of the same run
+    # CPU per 1,000 orders for every process of the stack; the daemon beside the durable log
+    assert tuple(cpu_header) == CPU_HEADER
+    for row in cpu_rows:
+        cells = dict(zip(cpu_header, row, strict=True))
+        for name in ("gateway", "order", "payment", "inventory", "whole stack"):
+            assert _number(cells[name]) > 0, (name, row)
+        durable = cells["saga log"] == Backend.DURABLE.value
+        assert (cells["recovery"] != "—") == durable
+    # The ceiling: the order saga's four calls and the engine's own count of commits
+    assert tuple(ceiling_header) == CEILING_HEADER
+    (row,) = ceiling
+    cells = dict(zip(ceiling_header, row, strict=True))
+    assert cells["concurrency"] == "8"
+    assert _number(cells["gRPC calls/saga"]) == len(STEP_NAMES)
+    assert _number(cells["writes/saga"]) >= 2
     raw = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))
-    assert len(raw["runs"]) == 2 and all(r["error"] is None for r in raw["runs"])
+    runs = [r for r in raw["runs"] if "ceiling" not in r]
+    assert len(runs) == 2 * len(clients) and all(r["error"] is None for r in runs)
+    if HAS_WRK:
+        assert "found on PATH" in markdown
 
 
 def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
@@ -87,6 +116,15 @@ def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
     # as many writes as the engine's commits per saga, measured in the same run
     assert run["writes_per_saga"] == round(run["engine_commits_per_saga"])
     assert run["commits"] > 0 and set(run["cpu_s"]) == {"driver", "order", "payment", "inventory"}
+
+
+def test_without_wrk_the_benchmark_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no wrk, no apt-get
+    found = find_wrk(install=True)
+    assert found.path is None
+    assert found.how == "wrk is not on PATH and cannot be installed (no apt-get)"
 
 
 def test_recovery_quick_recovers_every_saga_and_the_audit_agrees(tmp_path: Path) -> None:
