@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import click
 
@@ -81,6 +81,19 @@ def _progress(line: str) -> None:
     help="Load generator; repeat for both (default both: wrk, found on PATH or installed "
     "with apt-get as root, and bench/loadgen.py).",
 )
+@click.option(
+    "--backend",
+    "backends",
+    type=click.Choice(["sqlite", "postgres", "memory"]),
+    multiple=True,
+    help="Saga logs to measure; repeat for several (default sqlite and memory).",
+)
+@click.option(
+    "--pg-url",
+    default=None,
+    help="PostgreSQL server (and role) on which --backend postgres creates, and then "
+    "drops, a fresh database per measurement [default: postgresql://127.0.0.1:5432/postgres].",
+)
 @click.option("--no-install", is_flag=True, help="Never apt-get install a missing wrk.")
 @click.option("--no-daemon", is_flag=True, help="No `saga recovery` beside the gateway.")
 @click.option("--no-ceiling", is_flag=True, help="Do not measure the ceiling alongside.")
@@ -102,6 +115,8 @@ def e2e(
     warmup: float | None,
     no_redis: bool,
     clients: tuple[str, ...],
+    backends: tuple[str, ...],
+    pg_url: str | None,
     no_install: bool,
     no_daemon: bool,
     no_ceiling: bool,
@@ -112,9 +127,10 @@ def e2e(
 ) -> None:
     """HTTP POST /orders to terminal saga on the real stack, driven by wrk and by
     bench/loadgen.py: durable log vs in-memory log vs the ceiling."""
-    from bench.e2e import Client, E2eSettings, run
+    from bench.e2e import Backend, Client, E2eSettings, run
 
     names = {"wrk": Client.WRK, "loadgen": Client.OWN}
+    logs = {"sqlite": Backend.DURABLE, "postgres": Backend.POSTGRES, "memory": Backend.MEMORY}
 
     settings = E2eSettings.quick() if quick else E2eSettings()
     settings = replace(
@@ -125,6 +141,8 @@ def e2e(
         warmup_s=settings.warmup_s if warmup is None else warmup,
         redis=not no_redis,
         clients=tuple(names[c] for c in dict.fromkeys(clients)) or settings.clients,
+        backends=tuple(logs[b] for b in dict.fromkeys(backends)) or settings.backends,
+        pg_url=pg_url or settings.pg_url,
         install_wrk=not no_install,
         daemon=not no_daemon,
         ceiling=not no_ceiling,
@@ -139,6 +157,8 @@ def e2e(
     flags += [] if settings.daemon else ["--no-daemon"]
     flags += [f"--ceiling-concurrency {settings.ceiling_concurrency}"] if settings.ceiling else []
     flags += [] if settings.ceiling else ["--no-ceiling"]
+    if settings.backends != E2eSettings().backends:
+        flags += [f"--backend {_LOG_FLAGS[b]}" for b in settings.backends]
     if set(settings.clients) != set(Client):
         flags += [f"--client {c.name.lower().replace('own', 'loadgen')}" for c in settings.clients]
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
@@ -394,6 +414,13 @@ def ceiling(
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
     report = run(settings, _progress)
     _echo_report(report.markdown, report.files)
+
+
+_LOG_FLAGS: Final = {
+    "SQLite log (FULL)": "sqlite",
+    "PostgreSQL log": "postgres",
+    "in-memory log": "memory",
+}
 
 
 def _replay(command_path: str, settings: EngineBenchSettings) -> str:

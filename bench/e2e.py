@@ -32,6 +32,7 @@ repetition, interleaved. The tables are bench/e2e_report.py.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections import Counter
@@ -46,6 +47,7 @@ from bench.e2e_report import HEADER, Backend, Client, Run, chart, render, summar
 from bench.errors import BenchError
 from bench.loadgen import CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec, Sample
 from bench.measure import CpuMeter, OrderEnd, fetch_orders, wait_settled
+from bench.pg import DEFAULT_PG_URL, count_sagas, fresh_database
 from bench.report import fmt_ms, fmt_num, machine, percentile, write_outputs
 from bench.stack import BenchStack
 from bench.wrk import WrkFound, WrkResult, WrkSpec, find_wrk, run_wrk
@@ -78,6 +80,7 @@ class E2eSettings:
     # Sagas in flight in the ceiling: as many as the gateway drives at once by default
     # (SAGA_RUNNER_CAPACITY), however few connections bring them in.
     ceiling_concurrency: int = 256
+    pg_url: str = DEFAULT_PG_URL  # where --backend postgres makes its fresh databases
     install_wrk: bool = True  # apt-get install wrk when it is missing and we are root
     chart: bool = True
     out: Path = Path("bench/out")
@@ -177,16 +180,19 @@ def measure(
     root: Path,
     *,
     wrk: str | None = None,
+    database_url: str | None = None,
     gateway_env: dict[str, str] | None = None,
 ) -> Run:
-    """One measurement on a fresh stack in `root` (see the module's docstring)."""
+    """One measurement on a fresh stack in `root` (see the module's docstring); the saga
+    log in `database_url` (PostgreSQL) when given."""
     run = Run(client, backend, concurrency, rep, settings.duration_s)
     memory = backend is Backend.MEMORY
+    log_env = {"SAGA_DATABASE_URL": database_url} if database_url else {}
     with BenchStack(root, redis=settings.redis) as stack:
         stack.start_services()
-        stack.start_gateway(memory=memory, **(gateway_env or {}))
+        stack.start_gateway(memory=memory, **log_env, **(gateway_env or {}))
         if settings.daemon and not memory:
-            stack.start_recovery()
+            stack.start_recovery(**log_env)
         during, until_settled = CpuMeter(stack.processes()), CpuMeter(stack.processes())
         seconds = settings.warmup_s + settings.duration_s
         if client is Client.WRK:
@@ -210,6 +216,8 @@ def measure(
         ends = fetch_orders(stack.url)
         if not stack.gateway or not stack.gateway.alive:
             return replace(run, error="the gateway died")
+    if database_url and ends and count_sagas(database_url) == 0:
+        return replace(run, error="the gateway ignored SAGA_DATABASE_URL: no saga in it")
     run = replace(run, cpu=cores, cpu_s=until_settled.seconds, settle_s=settle_s)
     if client is Client.WRK:
         run = _analyse_wrk(run, wrk_result, ends)
@@ -230,9 +238,17 @@ def _measure(
     settings: E2eSettings,
     wrk: str | None,
 ) -> Run:
-    with tempfile.TemporaryDirectory(prefix="saga-e2e-", dir=settings.data_dir) as tmp:
+    with contextlib.ExitStack() as resources:
         try:
-            return measure(client, backend, concurrency, rep, settings, Path(tmp), wrk=wrk)
+            tmp = resources.enter_context(
+                tempfile.TemporaryDirectory(prefix="saga-e2e-", dir=settings.data_dir)
+            )
+            url = None
+            if backend is Backend.POSTGRES:
+                url = resources.enter_context(fresh_database(settings.pg_url))
+            return measure(
+                client, backend, concurrency, rep, settings, Path(tmp), wrk=wrk, database_url=url
+            )
         except (BenchError, RuntimeError, OSError) as exc:  # a process failed: say so, go on
             error = str(exc)[:500]
             return Run(client, backend, concurrency, rep, settings.duration_s, error=error)

@@ -45,6 +45,7 @@ TARGET_VS_MEMORY: Final = 0.80
 TARGET_VS_CEILING: Final = 0.60
 TARGET_P99_S: Final = 0.025
 TARGET_E2E_PER_S: Final = 1000.0
+TARGET_PG_VS_SQLITE: Final = 0.80  # issue 14: the PostgreSQL log end to end vs SQLite's
 TARGET_CONCURRENCY: Final = 64
 # The stack's processes, in the CPU table's order (the load generator is apart).
 PROCESSES: Final = ("gateway", "recovery", "order", "payment", "inventory", "redis")
@@ -52,6 +53,7 @@ PROCESSES: Final = ("gateway", "recovery", "order", "payment", "inventory", "red
 
 class Backend(StrEnum):
     DURABLE = "SQLite log (FULL)"
+    POSTGRES = "PostgreSQL log"
     MEMORY = "in-memory log"
 
 
@@ -134,6 +136,7 @@ class Row:
     accepted_vs_memory: float | None  # accepted orders/s, likewise
     vs_ceiling: float | None  # end-to-end orders/s over the ceiling's sagas/s, same rep
     cpu_vs_ceiling: float | None  # stack CPU per order over the ceiling's per saga, likewise
+    vs_sqlite: float | None  # PostgreSQL rows: end-to-end orders/s over the SQLite log's
     cpu_per_k: dict[str, float | None]  # by process, and "load generator"
     latency_of_all: bool
     not_201: dict[str, int]
@@ -144,11 +147,14 @@ def _med(values: Sequence[float | None]) -> float | None:
     return median(v for v in values if v is not None)
 
 
-def _vs_memory(runs: Sequence[Run], of: Run, rate: Callable[[Run], float | None]) -> float | None:
+def _vs(
+    runs: Sequence[Run], of: Run, to: Backend, rate: Callable[[Run], float | None]
+) -> float | None:
+    """`of`'s rate over backend `to`'s, same client, concurrency and repetition."""
     for other in runs:
         if (other.client, other.backend, other.concurrency, other.rep) == (
             of.client,
-            Backend.MEMORY,
+            to,
             of.concurrency,
             of.rep,
         ):
@@ -210,10 +216,15 @@ def summarize(runs: Sequence[Run], ceilings: Sequence[CeilingRun] = ()) -> tuple
                         _med([r.p99_terminal_s for r in ok]),
                         _med([r.stack_cpu_per_k for r in ok]),
                         _med([r.client_cpu for r in ok]),
-                        None if memory else _med([_vs_memory(runs, r, _e2e) for r in ok]),
-                        None if memory else _med([_vs_memory(runs, r, _accepted) for r in ok]),
+                        None if memory else _med([_vs(runs, r, Backend.MEMORY, _e2e) for r in ok]),
+                        None
+                        if memory
+                        else _med([_vs(runs, r, Backend.MEMORY, _accepted) for r in ok]),
                         _med([_vs_ceiling(ceilings, r) for r in ok]),
                         _med([_cpu_vs_ceiling(ceilings, r) for r in ok]),
+                        _med([_vs(runs, r, Backend.DURABLE, _e2e) for r in ok])
+                        if backend is Backend.POSTGRES
+                        else None,
                         cpu,
                         any(r.latency_of_all for r in ok),
                         dict(sum((Counter(r.not_201) for r in mine), Counter())),
@@ -299,12 +310,12 @@ def cpu_table(rows: Sequence[Row]) -> str:
     return markdown_table(CPU_HEADER, cells)
 
 
-def _target(rows: Sequence[Row]) -> Row | None:
-    """The durable row at the target concurrency, wrk's when there is one."""
+def _target(rows: Sequence[Row], backend: Backend = Backend.DURABLE) -> Row | None:
+    """The backend's row at the target concurrency, wrk's when there is one."""
     for client in (Client.WRK, Client.OWN):
         for r in rows:
             key = (r.client, r.backend, r.concurrency)
-            if key == (client, Backend.DURABLE, TARGET_CONCURRENCY) and r.e2e_per_s:
+            if key == (client, backend, TARGET_CONCURRENCY) and r.e2e_per_s:
                 return r
     return None
 
@@ -339,6 +350,14 @@ def verdict(rows: Sequence[Row]) -> list[str]:
         lines.append(
             f"Target: the 201's p99 under {1000 * TARGET_P99_S:g} ms {at}: "
             f"{fmt_ms(durable.p99_201_s)} ms → **{_met(durable.p99_201_s < TARGET_P99_S)}**."
+        )
+    pg = _target(rows, Backend.POSTGRES)
+    if pg is not None and pg.vs_sqlite is not None:
+        lines.append(
+            f"Target: the PostgreSQL log at concurrency {TARGET_CONCURRENCY} "
+            f"({pg.client.value}) at least {TARGET_PG_VS_SQLITE:.1f}x the SQLite log end to "
+            f"end: {fmt_num(pg.e2e_per_s)} orders/s, {fmt_ratio(pg.vs_sqlite)} → "
+            f"**{_met(pg.vs_sqlite >= TARGET_PG_VS_SQLITE)}**."
         )
     return lines
 
