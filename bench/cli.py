@@ -416,6 +416,76 @@ def ceiling(
     _echo_report(report.markdown, report.files)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="1 and 2 gateways, 4 connections, 1 s, one rep.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions (default 3).")
+@click.option(
+    "-g",
+    "--gateways",
+    type=click.IntRange(1),
+    multiple=True,
+    help="Gateway processes; repeat for several (default 1 2 3).",
+)
+@click.option(
+    "-c", "--concurrency", type=click.IntRange(1), help="Connections in all (default 64)."
+)
+@click.option("--duration", type=click.FloatRange(0.1), help="Seconds of load (default 10).")
+@click.option(
+    "--backend",
+    type=click.Choice(["postgres", "sqlite"]),
+    default="postgres",
+    show_default=True,
+    help="The saga log the gateways share.",
+)
+@click.option(
+    "--pg-url",
+    default=None,
+    help="PostgreSQL server (and role) on which a fresh database is created, and then "
+    "dropped, per measurement [default: postgresql://127.0.0.1:5432/postgres].",
+)
+@click.option("--no-install", is_flag=True, help="Never apt-get install a missing wrk.")
+@_out_option("scale")
+@_data_dir_option
+@click.pass_context
+def scale(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    gateways: tuple[int, ...],
+    concurrency: int | None,
+    duration: float | None,
+    backend: str,
+    pg_url: str | None,
+    no_install: bool,
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """1, 2, 3 gateways and a recovery daemon on one saga log: orders/s and CPU per
+    order in every process."""
+    from bench.scale import ScaleBackend, ScaleSettings, run
+
+    settings = ScaleSettings.quick() if quick else ScaleSettings()
+    log = ScaleBackend.POSTGRES if backend == "postgres" else ScaleBackend.SQLITE
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        gateways=gateways or settings.gateways,
+        concurrency=concurrency or settings.concurrency,
+        duration_s=duration or settings.duration_s,
+        backend=log,
+        pg_url=pg_url or settings.pg_url,
+        install_wrk=not no_install,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", *(f"-g {g}" for g in settings.gateways)]
+    flags += [f"-c {settings.concurrency}", f"--duration {settings.duration_s:g}"]
+    flags += [f"--backend {backend}"]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, _progress)
+    _echo_report(report.markdown, report.files)
+
+
 _LOG_FLAGS: Final = {
     "SQLite log (FULL)": "sqlite",
     "PostgreSQL log": "postgres",

@@ -44,6 +44,7 @@ class BenchStack:
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Child] = field(default_factory=dict)
     gateway: Child | None = None
+    more_gateways: dict[str, tuple[int, Child]] = field(default_factory=dict)  # name: port
     daemon: Child | None = None
     redis_proc: Child | None = None
 
@@ -75,6 +76,7 @@ class BenchStack:
         procs = dict(self.services)
         for name, proc in (
             ("gateway", self.gateway),
+            *((name, child) for name, (_, child) in self.more_gateways.items()),
             ("recovery", self.daemon),
             ("redis", self.redis_proc),
         ):
@@ -114,6 +116,18 @@ class BenchStack:
         self.gateway = self._saga("gateway", ["gateway"], env)
         self.gateway.wait_ready(lambda: http_ok(self.url + "/healthz"))
         return self.gateway
+
+    def add_gateway(self, name: str, **extra: str) -> int:
+        """One more `saga gateway` on the same log (which must be one that several
+        processes can share), on its own free port; returns the port."""
+        if self.redis and "REDIS_URL" not in self.env:
+            self.start_redis()
+        port = free_port()
+        env = {**self.env, **extra, "HTTP_ADDR": f"127.0.0.1:{port}"}
+        child = self._saga(name, ["gateway"], env)
+        self.more_gateways[name] = (port, child)
+        child.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
+        return port
 
     def start_recovery(self, **extra: str) -> Child:
         port = free_port()

@@ -24,6 +24,7 @@ from bench.e2e_report import CPU_HEADER
 from bench.loadgen import LoadResult, Sample
 from bench.recovery import HEADER as RECOVERY_HEADER
 from bench.recovery import Kind
+from bench.scale import HEADER as SCALE_HEADER
 from bench.wrk import find_wrk
 from orders.saga import STEP_NAMES
 
@@ -117,6 +118,27 @@ def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
     # as many writes as the engine's commits per saga, measured in the same run
     assert run["writes_per_saga"] == round(run["engine_commits_per_saga"])
     assert run["commits"] > 0 and set(run["cpu_s"]) == {"driver", "order", "payment", "inventory"}
+
+
+@needs_redis
+def test_scale_quick_shares_one_log_between_gateways(tmp_path: Path) -> None:
+    _invoke("scale", "--quick", "--backend", "sqlite", "--no-install", "--out", str(tmp_path))
+    markdown = (tmp_path / "scale.md").read_text(encoding="utf-8")
+    ((header, _, *rows),) = _tables(markdown)
+    assert tuple(header) == SCALE_HEADER
+    assert [(row[0], row[1]) for row in rows] == [("1", "4"), ("2", "2 + 2")]
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        assert _number(cells["end-to-end orders/s"]) > 0
+        assert _number(cells["gateways CPU s/1k"]) > 0
+        assert _number(cells["services CPU s/1k"]) > 0
+    assert rows[0][4] == "1.00x"
+    raw = json.loads((tmp_path / "scale.json").read_text(encoding="utf-8"))
+    two = next(r for r in raw["runs"] if r["gateways"] == 2)
+    assert two["error"] is None
+    # both gateways took orders and were charged for them; every order reached the log
+    assert two["cpu_s"]["gateway"] > 0 and two["cpu_s"]["gateway-2"] > 0
+    assert two["orders"] >= two["accepted"] > 0
 
 
 def test_without_wrk_the_benchmark_says_so_in_one_line(
