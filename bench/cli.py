@@ -486,6 +486,45 @@ def scale(
     _echo_report(report.markdown, report.files)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="4 connections, 1 s, one rep.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions (default 3).")
+@click.option("-c", "--concurrency", type=click.IntRange(1), help="Connections (default 64).")
+@click.option("--duration", type=click.FloatRange(0.1), help="Seconds of load (default 10).")
+@click.option("--no-install", is_flag=True, help="Never apt-get install a missing wrk.")
+@_out_option("peers")
+@_data_dir_option
+@click.pass_context
+def peers(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    concurrency: int | None,
+    duration: float | None,
+    no_install: bool,
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """The same order saga and services on this stack and on DBOS, same load."""
+    from bench.peers import PeersSettings, run
+
+    settings = PeersSettings.quick() if quick else PeersSettings()
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        concurrency=concurrency or settings.concurrency,
+        duration_s=duration or settings.duration_s,
+        install_wrk=not no_install,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", f"-c {settings.concurrency}"]
+    flags += [f"--duration {settings.duration_s:g}"]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, _progress)
+    _echo_report(report.markdown, report.files)
+
+
 _LOG_FLAGS: Final = {
     "SQLite log (FULL)": "sqlite",
     "PostgreSQL log": "postgres",

@@ -9,6 +9,7 @@ reports on (the audit, nothing lost) hold. Skipped where the stack cannot run: R
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +23,8 @@ from bench.e2e import HEADER as E2E_HEADER
 from bench.e2e import Backend, Client, E2eSettings
 from bench.e2e_report import CPU_HEADER
 from bench.loadgen import LoadResult, Sample
+from bench.peers import HEADER as PEERS_HEADER
+from bench.peers import Peer
 from bench.recovery import HEADER as RECOVERY_HEADER
 from bench.recovery import Kind
 from bench.scale import HEADER as SCALE_HEADER
@@ -139,6 +142,26 @@ def test_scale_quick_shares_one_log_between_gateways(tmp_path: Path) -> None:
     # both gateways took orders and were charged for them; every order reached the log
     assert two["cpu_s"]["gateway"] > 0 and two["cpu_s"]["gateway-2"] > 0
     assert two["orders"] >= two["accepted"] > 0
+
+
+@needs_redis
+@pytest.mark.skipif(importlib.util.find_spec("dbos") is None, reason="DBOS is not installed")
+def test_peers_quick_runs_the_saga_on_both_and_every_order_ends(tmp_path: Path) -> None:
+    _invoke("peers", "--quick", "--no-install", "--out", str(tmp_path))
+    markdown = (tmp_path / "peers.md").read_text(encoding="utf-8")
+    ((header, _, *rows),) = _tables(markdown)
+    assert tuple(header) == PEERS_HEADER
+    assert [row[0] for row in rows] == [p.value for p in Peer]
+    raw = json.loads((tmp_path / "peers.json").read_text(encoding="utf-8"))
+    by_peer = {r["peer"]: r for r in raw["runs"]}
+    for peer in Peer:
+        got = by_peer[peer.value]
+        assert got["error"] is None, got
+        assert got["orders"] >= got["accepted"] > 0
+        # every order the peer recorded reached its end, and only the end it should
+        ended = {"saga (this project)": "CONFIRMED", "DBOS": "SUCCESS"}[peer.value]
+        assert got["ended"] == {ended: got["orders"]}
+    assert _number(rows[1][6]) > 0  # DBOS's end-to-end rate over this stack's
 
 
 def test_without_wrk_the_benchmark_says_so_in_one_line(
