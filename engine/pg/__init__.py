@@ -5,7 +5,7 @@ from engine.pg.errors import commit_outcome, is_connection_loss, is_transient, s
 from engine.pg.migrate import migrate, schema_version
 from engine.pg.pool import open_pool
 from engine.pg.settings import PgConfig, database_url
-from engine.pg.tx import Retry, transaction
+from engine.pg.tx import Retry, read, transaction
 
 __all__ = [
     "PgConfig",
@@ -16,6 +16,7 @@ __all__ = [
     "is_transient",
     "migrate",
     "open_pool",
+    "read",
     "schema_version",
     "storage_error",
     "transaction",

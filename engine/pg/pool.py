@@ -24,7 +24,12 @@ IDLE_IN_TRANSACTION_MS: Final = 30_000
 
 
 async def open_pool(
-    cfg: PgConfig, *, min_size: int, max_size: int, application_name: str = "saga"
+    cfg: PgConfig,
+    *,
+    min_size: int,
+    max_size: int,
+    application_name: str = "saga",
+    search_path: str | None = None,
 ) -> asyncpg.Pool:
     """A pool on `cfg`'s database; a server that cannot be reached is a StorageError.
 
@@ -32,7 +37,14 @@ async def open_pool(
     CPU per write). When another process's migration changes a table under a cached
     statement, the statement fails with InvalidCachedStatementError, which is transient
     (engine/pg/errors.py): the transaction is run again and re-prepares it. A pooler in
-    transaction mode (PgBouncer) needs its own prepared-statement support to be enabled."""
+    transaction mode (PgBouncer) needs its own prepared-statement support to be enabled.
+    `search_path` names the one schema a user's statements work in (its own)."""
+    settings = {
+        "application_name": application_name,
+        "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+    }
+    if search_path is not None:
+        settings["search_path"] = search_path
     try:
         pool = await asyncpg.create_pool(
             cfg.dsn,
@@ -40,10 +52,7 @@ async def open_pool(
             max_size=max_size,
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
-            server_settings={
-                "application_name": application_name,
-                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
-            },
+            server_settings=settings,
         )
     except Exception as exc:
         err = storage_error(exc, cfg.redacted)

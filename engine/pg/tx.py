@@ -21,7 +21,7 @@ from engine.errors import CommitOutcomeUnknown
 from engine.pg.errors import commit_outcome, is_transient, storage_error
 from engine.pg.pool import Conn
 
-__all__ = ["RETRY_FOR_S", "Retry", "transaction"]
+__all__ = ["RETRY_FOR_S", "Retry", "read", "transaction"]
 
 T = TypeVar("T")
 Unit = Callable[[Conn], Awaitable[T]]
@@ -90,7 +90,37 @@ async def transaction(
     except CommitOutcomeUnknown:
         raise
     except Exception as exc:
-        raise _translated(exc, where) from exc
+        translated = _translated(exc, where)
+        if translated is exc:
+            raise
+        raise translated from exc
+    return result
+
+
+async def read(pool: asyncpg.Pool, query: Unit[T], *, where: str, retry: Retry | None = None) -> T:
+    """Run `query(conn)` outside any explicit transaction (each statement is its own):
+    for reads, which need no BEGIN and COMMIT round trips. Transient errors are retried
+    as `transaction` does; once the budget is spent they are a StorageError."""
+    policy = retry or Retry()
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.for_s),
+        wait=wait_random_exponential(multiplier=policy.first_s, max=policy.max_s),
+        retry=retry_if_exception(_retryable),
+        retry_error_callback=_give_up,
+        reraise=True,
+    )
+
+    async def once() -> T:
+        async with pool.acquire() as conn:
+            return await query(conn)
+
+    try:
+        result: T = await retrying(once)
+    except Exception as exc:
+        translated = _translated(exc, where)
+        if translated is exc:
+            raise
+        raise translated from exc
     return result
 
 

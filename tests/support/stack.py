@@ -30,6 +30,7 @@ import httpx
 import pytest
 import redis
 
+from engine.log_settings import SagaLogSettings
 from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
@@ -230,9 +231,10 @@ class Stack:
 
     def audit(self, wait_s: float = 0.0) -> AuditReport:
         """The contract's invariants across the saga log and the three services."""
+        settings = SagaLogSettings.from_env(self.env)  # SAGA_DATABASE_URL, else the file
         if wait_s:
-            wait_until_settled(self.log_path, wait_s)
-        return audit(read_snapshot(self.log_path, self.addresses))
+            wait_until_settled(settings, wait_s)
+        return audit(read_snapshot(settings, self.addresses))
 
 
 def wait_for(check: Callable[[], bool], within_s: float = 30.0, what: str = "timed out") -> None:
