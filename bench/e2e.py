@@ -47,7 +47,7 @@ from bench.e2e_report import HEADER, Backend, Client, Run, chart, render, summar
 from bench.errors import BenchError
 from bench.loadgen import CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec, Sample
 from bench.measure import CpuMeter, OrderEnd, fetch_orders, wait_settled
-from bench.pg import DEFAULT_PG_URL, count_sagas, fresh_database
+from bench.pg import DEFAULT_PG_URL, ServerCpu, count_sagas, fresh_database
 from bench.report import fmt_ms, fmt_num, machine, percentile, write_outputs
 from bench.stack import BenchStack
 from bench.wrk import WrkFound, WrkResult, WrkSpec, find_wrk, run_wrk
@@ -194,6 +194,7 @@ def measure(
         if settings.daemon and not memory:
             stack.start_recovery(**log_env)
         during, until_settled = CpuMeter(stack.processes()), CpuMeter(stack.processes())
+        server = ServerCpu(database_url) if database_url else None
         seconds = settings.warmup_s + settings.duration_s
         if client is Client.WRK:
             if wrk is None:
@@ -201,17 +202,23 @@ def measure(
             spec = WrkSpec(stack.port, seconds, concurrency, key_prefix=f"wrk{rep}")
             during.start()
             until_settled.start()
+            if server:
+                server.start()
             wrk_result = run_wrk(spec, wrk, root)
         else:
             load_spec = LoadSpec(port=stack.port, duration_s=seconds, concurrency=concurrency)
             child = LoadChild(load_spec, root).start()
             during.start()
             until_settled.start()
+            if server:
+                server.start()
             own_result = child.result(timeout_s=seconds + 60)
         cores = during.stop()
         ended = time.perf_counter()
         settled = wait_settled(stack.url, SETTLE_S)
         until_settled.stop()
+        if server:  # the database's server works for this stack: charged like the others
+            until_settled.seconds["postgres"] = server.stop()
         settle_s = time.perf_counter() - ended
         ends = fetch_orders(stack.url)
         if not stack.gateway or not stack.gateway.alive:

@@ -47,8 +47,17 @@ TARGET_P99_S: Final = 0.025
 TARGET_E2E_PER_S: Final = 1000.0
 TARGET_PG_VS_SQLITE: Final = 0.80  # issue 14: the PostgreSQL log end to end vs SQLite's
 TARGET_CONCURRENCY: Final = 64
-# The stack's processes, in the CPU table's order (the load generator is apart).
-PROCESSES: Final = ("gateway", "recovery", "order", "payment", "inventory", "redis")
+# The stack's processes, in the CPU table's order (the load generator is apart);
+# postgres: the database server's backends serving the stack (bench/pg.py).
+PROCESSES: Final = (
+    "gateway",
+    "recovery",
+    "order",
+    "payment",
+    "inventory",
+    "redis",
+    "postgres",
+)
 
 
 class Backend(StrEnum):
@@ -398,8 +407,9 @@ def render(
     parts += [
         "",
         "CPU seconds per 1,000 orders, by process (from the first POST until every saga "
-        "was terminal; the gateway with any process under it; vs ceiling: the whole "
-        "stack's over the ceiling's CPU per saga):",
+        "was terminal; the gateway with any process under it; postgres: the server's "
+        "backends serving the stack's database; vs ceiling: the whole stack's over the "
+        "ceiling's CPU per saga):",
         "",
         cpu_table(rows),
     ]

@@ -28,6 +28,7 @@ __all__ = [
     "OrderEnd",
     "fetch_orders",
     "fmt_cpu",
+    "process_cpu_seconds",
     "tree_cpu_seconds",
     "wait_settled",
 ]
@@ -91,6 +92,12 @@ def _stat(pid: int) -> tuple[int, float] | None:
     except (OSError, IndexError):
         return None
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds `pid` alone has used so far; nan once it is gone."""
+    got = _stat(pid)
+    return float("nan") if got is None else got[1]
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -20,8 +20,17 @@ from typing import Final
 import asyncpg
 
 from bench.errors import BenchError
+from bench.measure import process_cpu_seconds
+from engine.pg_log_schema import SCHEMA
 
-__all__ = ["DEFAULT_PG_URL", "count_sagas", "fresh_database", "redact", "with_database"]
+__all__ = [
+    "DEFAULT_PG_URL",
+    "ServerCpu",
+    "count_sagas",
+    "fresh_database",
+    "redact",
+    "with_database",
+]
 
 DEFAULT_PG_URL: Final = "postgresql://127.0.0.1:5432/postgres"
 _TIMEOUT_S: Final = 10.0
@@ -77,8 +86,8 @@ async def _count(url: str) -> int:
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise BenchError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM sagas"))
-    except asyncpg.UndefinedTableError:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.sagas"))
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
         return 0
     finally:
         await conn.close()
@@ -88,3 +97,39 @@ def count_sagas(url: str) -> int:
     """Sagas in the saga log of the database at `url` (0 when it has no saga log): proof
     that the processes used the database they were given."""
     return asyncio.run(_count(url))
+
+
+async def _backends(url: str) -> set[int]:
+    conn = await asyncpg.connect(url, timeout=_TIMEOUT_S)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return {int(r["pid"]) for r in rows}
+
+
+class ServerCpu:
+    """CPU seconds the PostgreSQL server spent for one database between `start` and
+    `stop`: its backends (one process per connection to that database, read from
+    /proc: the server must run on this machine), so that a stack on PostgreSQL is charged
+    for its database as a stack on SQLite is for the writes it makes in-process. Not
+    counted: a backend that ended before `stop`, and the server's shared processes (WAL
+    writer, checkpointer), which other databases use too."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._c0: dict[int, float] = {}
+
+    def start(self) -> None:
+        self._c0 = {p: process_cpu_seconds(p) for p in asyncio.run(_backends(self._url))}
+
+    def stop(self) -> float:
+        total = 0.0
+        for pid in asyncio.run(_backends(self._url)):
+            now = process_cpu_seconds(pid)
+            if now == now:  # not nan: still there
+                total += now - self._c0.get(pid, 0.0)
+        return total

@@ -30,7 +30,7 @@ from typing import Final
 from bench.errors import BenchError
 from bench.loadgen import LoadChild, LoadResult, LoadSpec
 from bench.measure import CpuMeter, fetch_orders, wait_settled
-from bench.pg import DEFAULT_PG_URL, count_sagas, fresh_database
+from bench.pg import DEFAULT_PG_URL, ServerCpu, count_sagas, fresh_database
 from bench.report import (
     fmt_ms,
     fmt_num,
@@ -164,10 +164,15 @@ def measure(
         ports += [stack.add_gateway(f"gateway-{i}", **log_env) for i in range(2, gateways + 1)]
         stack.start_recovery(**log_env)
         meter = CpuMeter(stack.processes())
+        server = ServerCpu(url) if url else None
         meter.start()
+        if server:
+            server.start()
         loads = _drive(ports, settings, rep, wrk, root)
         settled = wait_settled(stack.url, SETTLE_S)
         meter.stop()
+        if server:  # the database's server works for the stack: charged like the others
+            meter.seconds["postgres"] = server.stop()
         ends = fetch_orders(stack.url)
         dead = [n for n, p in stack.processes().items() if n.startswith("gateway") and not p.alive]
     if dead:
@@ -222,6 +227,7 @@ HEADER: Final = (
     "gateways CPU s/1k",
     "recovery CPU s/1k",
     "services CPU s/1k",
+    "postgres CPU s/1k",
     "stack CPU s/1k",
 )
 
@@ -254,6 +260,7 @@ def table(settings: ScaleSettings, runs: Sequence[ScaleRun]) -> str:
                 fmt_num(_med([r.per_k(r.gateway_names) for r in ok]), 2),
                 fmt_num(_med([r.per_k(("recovery",)) for r in ok]), 2),
                 fmt_num(_med([r.per_k(SERVICES) for r in ok]), 2),
+                fmt_num(_med([r.per_k(("postgres",)) for r in ok if "postgres" in r.cpu_s]), 2),
                 fmt_num(_med([r.per_k(tuple(r.cpu_s)) for r in ok]), 2),
             ]
         )
@@ -275,7 +282,8 @@ def render(settings: ScaleSettings, runs: Sequence[ScaleRun], info: dict[str, st
         f"split among the gateways, for {s.duration_s:g} s; medians of {s.reps} repetition"
         f"{'s' if s.reps != 1 else ''}. End-to-end orders/s: orders in the log ÷ (last "
         "terminal write - first POST). CPU s/1k: CPU seconds per 1,000 orders from the "
-        "first POST until every saga was terminal.",
+        "first POST until every saga was terminal (postgres: the server's backends "
+        "serving the stack's database).",
         "",
         table(settings, runs),
         "",

@@ -11,6 +11,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.pg import DEFAULT_PG_URL, count_sagas, fresh_database, redact, with_database
+from engine.pg_log_schema import SCHEMA
 from saga.probes import free_port
 
 
@@ -26,8 +27,10 @@ async def _databases() -> set[str]:
 async def _make_sagas_table(url: str, rows: int) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("CREATE TABLE sagas (id text PRIMARY KEY)")
-        await conn.executemany("INSERT INTO sagas VALUES ($1)", [(f"s{i}",) for i in range(rows)])
+        await conn.execute(f"CREATE SCHEMA {SCHEMA}")
+        await conn.execute(f"CREATE TABLE {SCHEMA}.sagas (id text PRIMARY KEY)")
+        rows_in = [(f"s{i}",) for i in range(rows)]
+        await conn.executemany(f"INSERT INTO {SCHEMA}.sagas VALUES ($1)", rows_in)
     finally:
         await conn.close()
 

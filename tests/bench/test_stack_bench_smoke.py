@@ -109,6 +109,20 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
         assert "found on PATH" in markdown
 
 
+@needs_redis
+def test_e2e_on_postgresql_writes_into_its_own_database(tmp_path: Path) -> None:
+    args = ["e2e", "--quick", "--client", "loadgen", "--backend", "postgres", "--no-ceiling"]
+    _invoke(*args, "--no-chart", "--out", str(tmp_path))
+    markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
+    (_, _, row), (cpu_header, _, cpu_row) = _tables(markdown)[:2]
+    assert (row[0], row[1]) == (Client.OWN.value, Backend.POSTGRES.value)
+    assert _number(row[5]) > 0  # end to end: the sagas were in the database (else failed)
+    cells = dict(zip(cpu_header, cpu_row, strict=True))
+    assert _number(cells["postgres"]) > 0
+    (run,) = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))["runs"]
+    assert run["error"] is None and run["unsettled"] == 0
+
+
 def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
     _invoke("ceiling", "--quick", "--out", str(tmp_path))
     markdown = (tmp_path / "ceiling.md").read_text(encoding="utf-8")
@@ -124,8 +138,8 @@ def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
 
 
 @needs_redis
-def test_scale_quick_shares_one_log_between_gateways(tmp_path: Path) -> None:
-    _invoke("scale", "--quick", "--backend", "sqlite", "--no-install", "--out", str(tmp_path))
+def test_scale_quick_shares_one_postgresql_log_between_gateways(tmp_path: Path) -> None:
+    _invoke("scale", "--quick", "--no-install", "--out", str(tmp_path))
     markdown = (tmp_path / "scale.md").read_text(encoding="utf-8")
     ((header, _, *rows),) = _tables(markdown)
     assert tuple(header) == SCALE_HEADER
@@ -135,6 +149,7 @@ def test_scale_quick_shares_one_log_between_gateways(tmp_path: Path) -> None:
         assert _number(cells["end-to-end orders/s"]) > 0
         assert _number(cells["gateways CPU s/1k"]) > 0
         assert _number(cells["services CPU s/1k"]) > 0
+        assert _number(cells["postgres CPU s/1k"]) > 0  # the server's work is counted
     assert rows[0][4] == "1.00x"
     raw = json.loads((tmp_path / "scale.json").read_text(encoding="utf-8"))
     two = next(r for r in raw["runs"] if r["gateways"] == 2)
