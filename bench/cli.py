@@ -181,6 +181,20 @@ def e2e(
 @click.option("--dbos-sagas", type=click.IntRange(1), help="Workflows per DBOS measurement.")
 @click.option("--no-dbos", is_flag=True, help="Skip the DBOS baseline.")
 @click.option(
+    "--backend",
+    "backends",
+    type=click.Choice(["sqlite", "postgres"]),
+    multiple=True,
+    help="Durable logs to measure, beside the in-memory log; SQLite always is (the "
+    "baseline), `--backend postgres` adds a fresh PostgreSQL database per measurement.",
+)
+@click.option(
+    "--pg-url",
+    default=None,
+    help="PostgreSQL server (and role) on which --backend postgres creates, and then "
+    "drops, a fresh database per measurement [default: postgresql://127.0.0.1:5432/postgres].",
+)
+@click.option(
     "--dbos-api",
     type=click.Choice(["threads", "async"]),
     default="threads",
@@ -217,6 +231,8 @@ def engine(
     sagas: int | None,
     dbos_sagas: int | None,
     no_dbos: bool,
+    backends: tuple[str, ...],
+    pg_url: str | None,
     dbos_api: str,
     dbos_journal: str,
     no_chart: bool,
@@ -235,6 +251,8 @@ def engine(
         sagas=sagas or settings.sagas,
         dbos_sagas=dbos_sagas or settings.dbos_sagas,
         dbos=not no_dbos,
+        postgres="postgres" in backends,
+        pg_url=pg_url or settings.pg_url,
         dbos_api=DbosApi(dbos_api),
         dbos_journal=DbosJournal(dbos_journal),
         chart=not no_chart,
@@ -536,6 +554,8 @@ def _replay(command_path: str, settings: EngineBenchSettings) -> str:
     """The command that repeats this measurement, every count spelled out."""
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]
     flags += [f"-c {c}" for c in settings.concurrencies]
+    if settings.postgres:
+        flags.append("--backend postgres")
     if settings.dbos:
         flags.append(f"--dbos-sagas {settings.dbos_sagas}")
         flags.append(f"--dbos-api {settings.dbos_api} --dbos-journal {settings.dbos_journal}")
