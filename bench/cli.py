@@ -276,6 +276,26 @@ def engine(
     help="SAGA_RECOVERY_CONCURRENCY of the daemon (default 128, its own default).",
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the spread.")
+@click.option(
+    "--backend",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help="Where the saga log is: a SQLite file, or a fresh PostgreSQL database per measurement.",
+)
+@click.option(
+    "--pg-url",
+    default=None,
+    help="PostgreSQL server (and role) on which --backend postgres creates, and then "
+    "drops, a fresh database per measurement [default: postgresql://127.0.0.1:5432/postgres].",
+)
+@click.option(
+    "--daemons",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="More than 1: the crashed backlog also with this many daemons at once, beside one.",
+)
 @_out_option("recovery")
 @_data_dir_option
 @click.pass_context
@@ -286,10 +306,13 @@ def recovery(
     sagas: int | None,
     daemon_concurrency: int | None,
     seed: int,
+    backend: str,
+    pg_url: str | None,
+    daemons: int,
     out: Path,
     data_dir: Path | None,
 ) -> None:
-    """One saga recovery daemon against sagas left unfinished at random steps, vs fresh."""
+    """Saga recovery daemons against sagas left unfinished at random steps, vs fresh."""
     from bench.recovery import RecoveryBenchSettings, run
 
     settings = RecoveryBenchSettings.quick() if quick else RecoveryBenchSettings()
@@ -299,11 +322,15 @@ def recovery(
         sagas=sagas or settings.sagas,
         concurrency=daemon_concurrency or settings.concurrency,
         seed=seed,
+        postgres=backend == "postgres",
+        pg_url=pg_url or settings.pg_url,
+        daemons=daemons,
         out=out,
         data_dir=data_dir,
     )
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]
     flags += [f"--daemon-concurrency {settings.concurrency}", f"--seed {settings.seed}"]
+    flags += [f"--backend {backend}"] + ([f"--daemons {daemons}"] if daemons > 1 else [])
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
     report = run(settings, _progress)
     _echo_report(report.markdown, report.files)

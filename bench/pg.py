@@ -28,6 +28,7 @@ __all__ = [
     "ServerCpu",
     "count_sagas",
     "fresh_database",
+    "query",
     "redact",
     "with_database",
 ]
@@ -133,3 +134,17 @@ class ServerCpu:
             if now == now:  # not nan: still there
                 total += now - self._c0.get(pid, 0.0)
         return total
+
+
+async def _query(url: str, sql: str) -> list[tuple[object, ...]]:
+    conn = await asyncpg.connect(url, timeout=_TIMEOUT_S, server_settings={"search_path": SCHEMA})
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+def query(url: str, sql: str) -> list[tuple[object, ...]]:
+    """The rows of `sql` run in the saga log's schema of the database at `url` (the same
+    table names as the SQLite log's)."""
+    return asyncio.run(_query(url, sql))

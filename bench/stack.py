@@ -46,6 +46,7 @@ class BenchStack:
     gateway: Child | None = None
     more_gateways: dict[str, tuple[int, Child]] = field(default_factory=dict)  # name: port
     daemon: Child | None = None
+    more_daemons: dict[str, Child] = field(default_factory=dict)
     redis_proc: Child | None = None
 
     def __post_init__(self) -> None:
@@ -78,6 +79,7 @@ class BenchStack:
             ("gateway", self.gateway),
             *((name, child) for name, (_, child) in self.more_gateways.items()),
             ("recovery", self.daemon),
+            *self.more_daemons.items(),
             ("redis", self.redis_proc),
         ):
             if proc is not None:
@@ -130,11 +132,25 @@ class BenchStack:
         return port
 
     def start_recovery(self, **extra: str) -> Child:
-        port = free_port()
-        env = {**self.env, "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}", **extra}
-        self.daemon = self._saga("recovery", ["recovery"], env)
-        self.daemon.wait_ready(lambda: tcp_open("127.0.0.1", port))
-        return self.daemon
+        return self.start_recoveries(1, **extra)[0]
+
+    def start_recoveries(self, count: int, **extra: str) -> list[Child]:
+        """`count` recovery daemons on the same log, spawned together, then each waited
+        for: the first is `daemon`, the others `recovery-2`, `recovery-3`, …"""
+        started: list[tuple[Child, int]] = []
+        for i in range(1, count + 1):
+            port = free_port()
+            env = {**self.env, "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}", **extra}
+            name = "recovery" if i == 1 else f"recovery-{i}"
+            child = self._saga(name, ["recovery"], env)
+            if i == 1:
+                self.daemon = child
+            else:
+                self.more_daemons[name] = child
+            started.append((child, port))
+        for child, port in started:
+            child.wait_ready(functools.partial(tcp_open, "127.0.0.1", port))
+        return [child for child, _ in started]
 
     def close(self) -> None:
         for proc in self.processes().values():

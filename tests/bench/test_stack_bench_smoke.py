@@ -195,9 +195,32 @@ def test_recovery_quick_recovers_every_saga_and_the_audit_agrees(tmp_path: Path)
     assert tuple(header) == ("backlog", *RECOVERY_HEADER)
     assert [row[0] for row in rows] == [k.value for k in Kind]
     for row in rows:
-        assert _number(row[5]) > 0  # sagas/s
-        assert row[7] == "0" and row[8] == "0"  # none parked, no audit violation
+        cells = dict(zip(header, row, strict=True))
+        assert _number(cells["sagas/s"]) > 0
+        assert cells["NEEDS_ATTENTION"] == "0" and cells["audit violations"] == "0"
     assert "by crash point:" in markdown  # the spread of the crashed backlog is described
+
+
+def test_recovery_on_postgresql_with_two_daemons_claims_no_saga_twice(tmp_path: Path) -> None:
+    args = ["recovery", "--quick", "--backend", "postgres", "--daemons", "2"]
+    _invoke(*args, "--out", str(tmp_path))
+    markdown = (tmp_path / "recovery.md").read_text(encoding="utf-8")
+    header, _, *rows = _table(markdown)
+    got = {(row[0], row[1]): dict(zip(header, row, strict=True)) for row in rows}
+    assert set(got) == {
+        (Kind.CRASHED.value, "1"),
+        (Kind.CRASHED.value, "2"),
+        (Kind.FRESH.value, "1"),
+    }
+    for cells in got.values():
+        assert _number(cells["sagas/s"]) > 0
+        assert cells["… at one epoch"] == "0" and cells["audit violations"] == "0"
+    assert got[(Kind.CRASHED.value, "2")]["vs 1 daemon"].endswith("x")
+    raw = json.loads((tmp_path / "recovery.json").read_text(encoding="utf-8"))
+    two = next(r for r in raw["runs"] if r["daemons"] == 2)
+    # every crashed saga belonged to a dead gateway, so each was claimed at least once
+    assert two["error"] is None and two["claims"] >= two["sagas"]
+    assert two["cpu"]["recovery"] > 0 and two["cpu"]["postgres"] > 0
 
 
 @needs_redis
