@@ -537,6 +537,12 @@ def scale(
 @click.option("-c", "--concurrency", type=click.IntRange(1), help="Connections (default 64).")
 @click.option("--duration", type=click.FloatRange(0.1), help="Seconds of load (default 10).")
 @click.option("--no-install", is_flag=True, help="Never apt-get install a missing wrk.")
+@click.option(
+    "--restate-server",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The restate-server binary (default: on PATH; from the npm package "
+    "@restatedev/restate-server, e.g. node_modules/.bin/restate-server).",
+)
 @_out_option("peers")
 @_data_dir_option
 @click.pass_context
@@ -547,10 +553,11 @@ def peers(
     concurrency: int | None,
     duration: float | None,
     no_install: bool,
+    restate_server: Path | None,
     out: Path,
     data_dir: Path | None,
 ) -> None:
-    """The same order saga and services on this stack and on DBOS, same load."""
+    """The same order saga and services on this stack, DBOS and Restate, same load."""
     from bench.peers import PeersSettings, run
 
     settings = PeersSettings.quick() if quick else PeersSettings()
@@ -560,6 +567,7 @@ def peers(
         concurrency=concurrency or settings.concurrency,
         duration_s=duration or settings.duration_s,
         install_wrk=not no_install,
+        restate_given=str(restate_server) if restate_server else None,
         out=out,
         data_dir=data_dir,
     )

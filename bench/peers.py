@@ -22,10 +22,7 @@ every saga was terminal.
 
 from __future__ import annotations
 
-import sqlite3
-import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -36,7 +33,8 @@ from typing import Final
 from bench import dbos_baseline
 from bench.errors import BenchError
 from bench.loadgen import LoadChild, LoadSpec
-from bench.measure import CpuMeter, fetch_orders, wait_settled
+from bench.measure import CpuMeter
+from bench.orchestrators import Orchestrator, find_restate, start_dbos, start_restate, start_saga
 from bench.report import (
     fmt_ms,
     fmt_num,
@@ -49,8 +47,6 @@ from bench.report import (
 )
 from bench.stack import BenchStack
 from bench.wrk import WrkSpec, find_wrk, run_wrk
-from saga.children import Child
-from saga.probes import free_port, http_ok
 
 __all__ = ["HEADER", "Peer", "PeerRun", "PeersReport", "PeersSettings", "run"]
 
@@ -61,6 +57,7 @@ SERVICES: Final = ("order", "payment", "inventory")
 class Peer(StrEnum):
     SAGA = "saga (this project)"
     DBOS = "DBOS"
+    RESTATE = "Restate"
 
 
 GIVEN: Final = {
@@ -69,6 +66,12 @@ GIVEN: Final = {
     Peer.DBOS: "one process: FastAPI on uvicorn, `start_workflow_async` in the route, the "
     "idempotency key as the workflow ID, each saga step a DBOS step (6 attempts, 50 ms "
     "doubling); system database in SQLite, WAL, synchronous=FULL",
+    Peer.RESTATE: "a single-node `restate-server` with its defaults (its log and state in "
+    "RocksDB with the WAL fsynced, 24 partitions) but its ports and folder; the service "
+    "endpoint one process (the SDK's request/response protocol over HTTP/1.1 on uvicorn), "
+    "each saga step a `ctx.run` (6 attempts, 50 ms doubling); orders sent one way through "
+    "the ingress (`/OrderSaga/order/send` with an `idempotency-key`), answered 202 once "
+    "durable",
 }
 
 
@@ -77,7 +80,9 @@ class PeersSettings:
     concurrency: int = 64
     duration_s: float = 10.0
     reps: int = 3
-    peers: tuple[Peer, ...] = (Peer.SAGA, Peer.DBOS)
+    peers: tuple[Peer, ...] = (Peer.SAGA, Peer.DBOS, Peer.RESTATE)
+    restate_server: str | None = None  # the binary (run finds it: --restate-server or PATH)
+    restate_given: str | None = None  # --restate-server
     install_wrk: bool = True
     out: Path = Path("bench/out")
     data_dir: Path | None = None
@@ -122,9 +127,19 @@ class PeerRun:
         return tuple(n for n in self.cpu_s if n not in SERVICES)
 
 
-def _load(port: int, settings: PeersSettings, rep: int, wrk: str | None, root: Path) -> _Load:
+def _load(
+    peer: Orchestrator, settings: PeersSettings, rep: int, wrk: str | None, root: Path
+) -> _Load:
+    port = peer.port
     if wrk is not None:
-        spec = WrkSpec(port, settings.duration_s, settings.concurrency, key_prefix=f"p{rep}")
+        spec = WrkSpec(
+            port,
+            settings.duration_s,
+            settings.concurrency,
+            key_prefix=f"p{rep}",
+            path=peer.path,
+            key_header=peer.key_header,
+        )
         r = run_wrk(spec, wrk, root)
         statuses = {str(k): v for k, v in r.statuses.items()} | r.errors
         return _Load(r.started_wall_s, r.seconds, statuses, r.p50_s, r.p99_s)
@@ -140,79 +155,35 @@ def _load(port: int, settings: PeersSettings, rep: int, wrk: str | None, root: P
     return _Load(res.started_wall_s, res.seconds, statuses, percentile(ok, 50), percentile(ok, 99))
 
 
-# ---- each peer: start it, and read what it recorded ------------------------------------------
-
-
-def _dbos_state(db: Path) -> tuple[dict[str, int], int | None]:
-    """Workflows by status, and the last write of any (ms): the workflow's own status
-    update, or its last step's completion, which DBOS records in milliseconds."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        by = dict(conn.execute("SELECT status, count(*) FROM workflow_status GROUP BY 1"))
-        last_status = conn.execute("SELECT max(updated_at) FROM workflow_status").fetchone()[0]
-        last_step = conn.execute(
-            "SELECT max(completed_at_epoch_ms) FROM operation_outputs"
-        ).fetchone()[0]
-    lasts = [int(x) for x in (last_status, last_step) if x is not None]
-    return {str(k): int(v) for k, v in by.items()}, max(lasts) if lasts else None
-
-
-def _dbos_settled(db: Path, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        by, _ = _dbos_state(db)
-        if not any(s in by for s in ("PENDING", "ENQUEUED")):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.25)
-
-
 def measure(peer: Peer, rep: int, settings: PeersSettings, root: Path, wrk: str | None) -> PeerRun:
     run = PeerRun(peer, rep)
     with BenchStack(root, redis=peer is Peer.SAGA) as stack:
         stack.start_services()
-        db = root / "dbos.sqlite"
-        app: Child | None = None
         if peer is Peer.SAGA:
-            stack.start_gateway()
-            stack.start_recovery()
-            port = stack.port
+            peer_at = start_saga(stack)
+        elif peer is Peer.DBOS:
+            peer_at = start_dbos(stack)
         else:
-            port = free_port()
-            env = {**stack.env, "HTTP_ADDR": f"127.0.0.1:{port}", "DBOS_SQLITE": str(db)}
-            argv = [sys.executable, "-m", "bench.peer_dbos"]
-            app = Child.spawn("dbos", argv, env, log_path=root / "dbos.log", cwd=root)
-            try:
-                app.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60)
-            except BaseException:
-                app.kill()
-                raise
-        procs = {**stack.processes(), **({"dbos": app} if app else {})}
-        meter = CpuMeter(procs)
+            if settings.restate_server is None:
+                raise BenchError("no restate-server")
+            peer_at = start_restate(stack, settings.restate_server)
+        meter = CpuMeter(peer_at.procs)
         try:
             meter.start()
-            load = _load(port, settings, rep, wrk, root)
-            if peer is Peer.SAGA:
-                settled = wait_settled(stack.url, SETTLE_S)
-                meter.stop()
-                ends = fetch_orders(stack.url)
-                by = dict(Counter(e.status for e in ends.values()))
-                done = [e.updated_ms for e in ends.values() if e.status != "PENDING"]
-                last_ms: int | None = max(done) if done else None
-            else:
-                settled = _dbos_settled(db, SETTLE_S)
-                meter.stop()
-                by, last_ms = _dbos_state(db)
+            load = _load(peer_at, settings, rep, wrk, root)
+            accepted = load.statuses.get(str(peer_at.accepted_status), 0)
+            settled = peer_at.settled(accepted, SETTLE_S)
+            meter.stop()
+            by, last_ms = peer_at.state()
         finally:
-            if app is not None:
-                app.kill()
+            peer_at.close()
     orders = sum(by.values())
     span_s = (last_ms - 1000 * load.started_wall_s) / 1000 if last_ms else 0.0
     statuses = Counter(load.statuses)
     run = replace(
         run,
         seconds=load.seconds,
-        accepted=statuses.pop("201", 0),
+        accepted=statuses.pop(str(peer_at.accepted_status), 0),
         orders=orders,
         ended=by,
         e2e_per_s=orders / span_s if span_s > 0 else None,
@@ -242,8 +213,8 @@ HEADER: Final = (
     "peer",
     "connections",
     "accepted orders/s",
-    "201 p50 (ms)",
-    "201 p99 (ms)",
+    "ack p50 (ms)",
+    "ack p99 (ms)",
     "end-to-end orders/s",
     "vs saga (end to end)",
     "orchestrator CPU s/1k",
@@ -300,7 +271,8 @@ def render(settings: PeersSettings, runs: Sequence[PeerRun], info: dict[str, str
         f"{'s' if s.reps != 1 else ''}. End-to-end orders/s: orders recorded ÷ (last "
         "terminal write - first POST), from each peer's own database. CPU s/1k: CPU "
         "seconds per 1,000 orders from the first POST until every saga was terminal. "
-        "The 201's latency is wrk's, of every answer.",
+        "ack: the answer that says the order is durable (the 201; Restate's 202), its "
+        "latency wrk's, of every answer.",
         "",
         table(settings, runs),
         "",
@@ -332,9 +304,16 @@ def run(settings: PeersSettings, progress: Callable[[str], None]) -> PeersReport
     if Peer.DBOS in peers and missing:
         progress(f"{missing}: DBOS is skipped")
         peers.remove(Peer.DBOS)
-    settings = replace(settings, peers=tuple(peers))
     found = find_wrk(install=settings.install_wrk)
     progress(found.how if found.path else f"{found.how}: bench/loadgen.py drives the load")
+    restate, how = find_restate(settings.restate_given)
+    if Peer.RESTATE in peers and (restate is None or found.path is None):
+        why = how if restate is None else "its ingress takes its own path: wrk is needed"
+        progress(f"{why}: Restate is skipped")
+        peers.remove(Peer.RESTATE)
+    elif Peer.RESTATE in peers:
+        progress(how)
+    settings = replace(settings, peers=tuple(peers), restate_server=restate)
     runs: list[PeerRun] = []
     for rep in range(1, settings.reps + 1):
         order = peers if rep % 2 else list(reversed(peers))  # interleaved, both ways round
@@ -352,6 +331,7 @@ def run(settings: PeersSettings, progress: Callable[[str], None]) -> PeersReport
     data_dir = settings.data_dir or Path(tempfile.gettempdir())
     extra = {
         "DBOS": dbos_baseline.version() or "not installed",
+        "Restate": _restate_versions(restate) if Peer.RESTATE in peers else "not measured",
         "load generator": found.how if found.path else "bench/loadgen.py",
     }
     info = machine(data_dir, extra)
@@ -366,3 +346,20 @@ def run(settings: PeersSettings, progress: Callable[[str], None]) -> PeersReport
         data_dir=data_dir,
     )
     return PeersReport(settings, tuple(runs), markdown, tuple(files))
+
+
+def _restate_versions(binary: str | None) -> str:
+    import importlib.metadata
+    import subprocess
+
+    server = "unknown"
+    if binary:
+        done = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        server = done.stdout.strip() or server
+    try:
+        sdk = importlib.metadata.version("restate-sdk")
+    except importlib.metadata.PackageNotFoundError:
+        sdk = "not installed"
+    return f"{server}, restate-sdk {sdk}"

@@ -85,6 +85,8 @@ class WrkSpec:
     threads: int = 2  # at most `concurrency`
     timeout_s: float = 10.0
     key_prefix: str = "wrk"
+    path: str = "/orders"
+    key_header: str = "X-Idempotency-Key"
     body: str = (
         '{"customer_id":"cust_bench","items":[{"product_id":"prod_1","quantity":1,"price":50.00}]}'
     )
@@ -118,11 +120,13 @@ def run_wrk(spec: WrkSpec, binary: str, workdir: Path) -> WrkResult:
     argv = [binary, "-t", str(max(1, min(spec.threads, spec.concurrency)))]
     argv += ["-c", str(spec.concurrency), "-d", f"{seconds}s"]
     argv += ["--timeout", f"{max(1, math.ceil(spec.timeout_s))}s", "-s", str(SCRIPT)]
-    argv.append(f"http://{spec.host}:{spec.port}/orders")
+    argv.append(f"http://{spec.host}:{spec.port}{spec.path}")
     env = {
         **os.environ,
         "WRK_BODY": spec.body,
         "WRK_KEY_PREFIX": spec.key_prefix,
+        "WRK_PATH": spec.path,
+        "WRK_KEY_HEADER": spec.key_header,
         "WRK_RESULT": str(result_path),
     }
     log_path = workdir / f"{spec.key_prefix}.log"

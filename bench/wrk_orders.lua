@@ -1,7 +1,8 @@
 -- POST /orders for wrk (bench/wrk.py runs it): every request its own idempotency key,
 -- answers counted by status, the result written as JSON for the benchmark to read.
--- Settings come from the environment: WRK_BODY (the JSON body), WRK_KEY_PREFIX,
--- WRK_RESULT (where done() writes). wrk gives each thread its own Lua state, so a key is
+-- Settings come from the environment: WRK_BODY (the JSON body), WRK_PATH (default
+-- /orders), WRK_KEY_HEADER (default X-Idempotency-Key), WRK_KEY_PREFIX, WRK_RESULT (where
+-- done() writes). wrk gives each thread its own Lua state, so a key is
 -- prefix-thread-n and each thread counts its own answers; done() adds them up.
 
 local threads = {}
@@ -16,17 +17,17 @@ end
 function init(args)
   prefix = (os.getenv("WRK_KEY_PREFIX") or "wrk") .. "-" .. tid .. "-"
   body = os.getenv("WRK_BODY") or "{}"
+  path = os.getenv("WRK_PATH") or "/orders"
+  key_header = os.getenv("WRK_KEY_HEADER") or "X-Idempotency-Key"
   sent = 0
   statuses = {}
 end
 
 function request()
   sent = sent + 1
-  local headers = {
-    ["Content-Type"] = "application/json",
-    ["X-Idempotency-Key"] = prefix .. sent,
-  }
-  return wrk.format("POST", "/orders", headers, body)
+  local headers = { ["Content-Type"] = "application/json" }
+  headers[key_header] = prefix .. sent
+  return wrk.format("POST", path, headers, body)
 end
 
 function response(status, headers, body)
