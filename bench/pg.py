@@ -21,6 +21,7 @@ import asyncpg
 
 from bench.errors import BenchError
 from bench.measure import process_cpu_seconds
+from bench.report import redact
 from engine.pg_log_schema import SCHEMA
 
 __all__ = [
@@ -35,17 +36,6 @@ __all__ = [
 
 DEFAULT_PG_URL: Final = "postgresql://127.0.0.1:5432/postgres"
 _TIMEOUT_S: Final = 10.0
-
-
-def redact(url: str) -> str:
-    """The URL with its password, if any, replaced by `***`."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = urllib.parse.quote(parts.username or "", safe="")
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def with_database(url: str, name: str) -> str:
