@@ -5,12 +5,14 @@ password in it."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from bench.errors import BenchError
 from bench.pg import DEFAULT_PG_URL, count_sagas, fresh_database, redact, with_database
+from bench.report import write_outputs
 from engine.pg_log_schema import SCHEMA
 from saga.probes import free_port
 
@@ -61,3 +63,13 @@ def test_a_url_that_is_not_postgresql_is_refused_before_anything_is_made() -> No
     with pytest.raises(BenchError, match="not a postgresql:// URL"):
         with_database("mysql://u:pw@h/db", "x")
     assert "pw" not in redact("mysql://u:pw@h/db")
+
+
+def test_a_password_in_a_url_setting_is_never_written_to_the_report(tmp_path: Path) -> None:
+    url = "postgresql://bench:s3cret@127.0.0.1:5432/postgres"
+    files = write_outputs(
+        tmp_path, "x", "# x\n", settings={"pg_url": url}, machine={}, runs=[], data_dir=tmp_path
+    )
+    written = "".join(f.read_text(encoding="utf-8") for f in files)
+    assert "s3cret" not in written
+    assert "postgresql://bench:***@127.0.0.1:5432/postgres" in written
