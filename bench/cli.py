@@ -6,18 +6,21 @@ command has no benchmark subcommand, and no product package imports `bench`.
 
 Each subcommand builds its frozen settings from its flags and hands them to its module's
 `run`; the benchmark modules are imported inside the commands, so one benchmark's
-missing extra cannot break another's command. More benchmarks (end-to-end HTTP, recovery
-of a large backlog, overload) are added here as further subcommands sharing bench/report.py.
+missing extra cannot break another's command. The commands of the benchmarks that drive
+the whole stack over HTTP (e2e, ceiling, scale, peers) are in bench/cli_stack.py; what
+the commands share is bench/cli_common.py; what the benchmarks share is bench/report.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
+from bench.cli_common import data_dir_option, echo_report, out_option, progress
+from bench.cli_stack import ceiling, e2e, peers, scale
 
 if TYPE_CHECKING:
     from bench.engine import EngineBenchSettings
@@ -31,85 +34,8 @@ def main() -> None:
     measured in the same run, and assert nothing about time."""
 
 
-def _out_option(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return click.option(
-        "--out",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("bench/out"),
-        show_default=True,
-        help=f"Folder for {name}.md, {name}.json (and {name}.png where there is a chart).",
-    )
-
-
-_data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Where the temporary data folders go (default: the system temp dir); choose the "
-    "disk you want to measure.",
-)
-
-
-def _echo_report(markdown: str, files: tuple[Path, ...]) -> None:
-    click.echo(markdown)
-    for path in files:
-        click.echo(f"wrote {path}", err=True)
-
-
-def _progress(line: str) -> None:
-    click.echo(line, err=True)
-
-
-@main.command()
-@click.option("--quick", is_flag=True, help="Concurrency 4, one second, one rep.")
-@click.option("--reps", type=click.IntRange(1), help="Repetitions per cell (default 3).")
-@click.option(
-    "-c",
-    "--concurrency",
-    "concurrencies",
-    type=click.IntRange(1),
-    multiple=True,
-    help="Concurrent HTTP clients; repeat for several (default 16 64 256).",
-)
-@click.option("--duration", type=click.FloatRange(0.1), help="Seconds measured (default 10).")
-@click.option("--warmup", type=click.FloatRange(0), help="Seconds before measuring (default 2).")
-@click.option("--no-redis", is_flag=True, help="No Redis idempotency cache (the log alone).")
-@click.option("--no-chart", is_flag=True, help="Write no PNG chart.")
-@_out_option("e2e")
-@_data_dir_option
-@click.pass_context
-def e2e(
-    ctx: click.Context,
-    quick: bool,
-    reps: int | None,
-    concurrencies: tuple[int, ...],
-    duration: float | None,
-    warmup: float | None,
-    no_redis: bool,
-    no_chart: bool,
-    out: Path,
-    data_dir: Path | None,
-) -> None:
-    """HTTP POST /orders to terminal saga on the real stack: durable log vs in-memory log."""
-    from bench.e2e import E2eSettings, run
-
-    settings = E2eSettings.quick() if quick else E2eSettings()
-    settings = replace(
-        settings,
-        reps=reps or settings.reps,
-        concurrencies=concurrencies or settings.concurrencies,
-        duration_s=duration or settings.duration_s,
-        warmup_s=settings.warmup_s if warmup is None else warmup,
-        redis=not no_redis,
-        chart=not no_chart,
-        out=out,
-        data_dir=data_dir,
-    )
-    flags = [f"--reps {settings.reps}", *(f"-c {c}" for c in settings.concurrencies)]
-    flags += [f"--duration {settings.duration_s:g}", f"--warmup {settings.warmup_s:g}"]
-    flags += [] if settings.redis else ["--no-redis"]
-    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
-    report = run(settings, _progress)
-    _echo_report(report.markdown, report.files)
+for _command in (e2e, ceiling, scale, peers):  # bench/cli_stack.py
+    main.add_command(_command)
 
 
 @main.command()
@@ -126,6 +52,20 @@ def e2e(
 @click.option("--sagas", type=click.IntRange(1), help="Sagas per engine measurement.")
 @click.option("--dbos-sagas", type=click.IntRange(1), help="Workflows per DBOS measurement.")
 @click.option("--no-dbos", is_flag=True, help="Skip the DBOS baseline.")
+@click.option(
+    "--backend",
+    "backends",
+    type=click.Choice(["sqlite", "postgres"]),
+    multiple=True,
+    help="Durable logs to measure, beside the in-memory log; SQLite always is (the "
+    "baseline), `--backend postgres` adds a fresh PostgreSQL database per measurement.",
+)
+@click.option(
+    "--pg-url",
+    default=None,
+    help="PostgreSQL server (and role) on which --backend postgres creates, and then "
+    "drops, a fresh database per measurement [default: postgresql://127.0.0.1:5432/postgres].",
+)
 @click.option(
     "--dbos-api",
     type=click.Choice(["threads", "async"]),
@@ -163,6 +103,8 @@ def engine(
     sagas: int | None,
     dbos_sagas: int | None,
     no_dbos: bool,
+    backends: tuple[str, ...],
+    pg_url: str | None,
     dbos_api: str,
     dbos_journal: str,
     no_chart: bool,
@@ -181,6 +123,8 @@ def engine(
         sagas=sagas or settings.sagas,
         dbos_sagas=dbos_sagas or settings.dbos_sagas,
         dbos=not no_dbos,
+        postgres="postgres" in backends,
+        pg_url=pg_url or settings.pg_url,
         dbos_api=DbosApi(dbos_api),
         dbos_journal=DbosJournal(dbos_journal),
         chart=not no_chart,
@@ -204,8 +148,28 @@ def engine(
     help="SAGA_RECOVERY_CONCURRENCY of the daemon (default 128, its own default).",
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the spread.")
-@_out_option("recovery")
-@_data_dir_option
+@click.option(
+    "--backend",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help="Where the saga log is: a SQLite file, or a fresh PostgreSQL database per measurement.",
+)
+@click.option(
+    "--pg-url",
+    default=None,
+    help="PostgreSQL server (and role) on which --backend postgres creates, and then "
+    "drops, a fresh database per measurement [default: postgresql://127.0.0.1:5432/postgres].",
+)
+@click.option(
+    "--daemons",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="More than 1: the crashed backlog also with this many daemons at once, beside one.",
+)
+@out_option("recovery")
+@data_dir_option
 @click.pass_context
 def recovery(
     ctx: click.Context,
@@ -214,10 +178,13 @@ def recovery(
     sagas: int | None,
     daemon_concurrency: int | None,
     seed: int,
+    backend: str,
+    pg_url: str | None,
+    daemons: int,
     out: Path,
     data_dir: Path | None,
 ) -> None:
-    """One saga recovery daemon against sagas left unfinished at random steps, vs fresh."""
+    """Saga recovery daemons against sagas left unfinished at random steps, vs fresh."""
     from bench.recovery import RecoveryBenchSettings, run
 
     settings = RecoveryBenchSettings.quick() if quick else RecoveryBenchSettings()
@@ -227,14 +194,18 @@ def recovery(
         sagas=sagas or settings.sagas,
         concurrency=daemon_concurrency or settings.concurrency,
         seed=seed,
+        postgres=backend == "postgres",
+        pg_url=pg_url or settings.pg_url,
+        daemons=daemons,
         out=out,
         data_dir=data_dir,
     )
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]
     flags += [f"--daemon-concurrency {settings.concurrency}", f"--seed {settings.seed}"]
+    flags += [f"--backend {backend}"] + ([f"--daemons {daemons}"] if daemons > 1 else [])
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
-    report = run(settings, _progress)
-    _echo_report(report.markdown, report.files)
+    report = run(settings, progress)
+    echo_report(report.markdown, report.files)
 
 
 @main.command()
@@ -243,8 +214,8 @@ def recovery(
 @click.option("--factor", type=click.FloatRange(0.1), help="Offered ÷ sustainable (default 2).")
 @click.option("--duration", type=click.FloatRange(0.1), help="Seconds of overload (default 25).")
 @click.option("--max-queue", type=click.IntRange(0), help="SAGA_MAX_QUEUE (default 2000).")
-@_out_option("overload")
-@_data_dir_option
+@out_option("overload")
+@data_dir_option
 @click.pass_context
 def overload(
     ctx: click.Context,
@@ -272,8 +243,8 @@ def overload(
     flags = [f"--reps {settings.reps}", f"--factor {settings.factor:g}"]
     flags += [f"--duration {settings.overload_s:g}", f"--max-queue {settings.max_queue}"]
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
-    report = run(settings, _progress)
-    _echo_report(report.markdown, report.files)
+    report = run(settings, progress)
+    echo_report(report.markdown, report.files)
 
 
 @main.command()
@@ -282,8 +253,8 @@ def overload(
 @click.option("--processes", type=click.IntRange(2), help="Processes at once (default 2).")
 @click.option("--writers", type=click.IntRange(1), help="Writers per process (default 16).")
 @click.option("--duration", type=click.FloatRange(0.1), help="Seconds each (default 8).")
-@_out_option("contention")
-@_data_dir_option
+@out_option("contention")
+@data_dir_option
 @click.pass_context
 def contention(
     ctx: click.Context,
@@ -311,14 +282,16 @@ def contention(
     flags = [f"--reps {settings.reps}", f"--processes {settings.processes}"]
     flags += [f"--writers {settings.writers}", f"--duration {settings.duration_s:g}"]
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
-    report = run(settings, _progress)
-    _echo_report(report.markdown, report.files)
+    report = run(settings, progress)
+    echo_report(report.markdown, report.files)
 
 
 def _replay(command_path: str, settings: EngineBenchSettings) -> str:
     """The command that repeats this measurement, every count spelled out."""
     flags = [f"--reps {settings.reps}", f"--sagas {settings.sagas}"]
     flags += [f"-c {c}" for c in settings.concurrencies]
+    if settings.postgres:
+        flags.append("--backend postgres")
     if settings.dbos:
         flags.append(f"--dbos-sagas {settings.dbos_sagas}")
         flags.append(f"--dbos-api {settings.dbos_api} --dbos-journal {settings.dbos_journal}")

@@ -42,6 +42,7 @@ from engine.core import (
     record_reason,
 )
 from engine.definition import Done, SagaDefinition, StepContext
+from engine.log_settings import SagaLogSettings, open_saga_log
 from engine.saga_log import NewSaga, SagaLog
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
@@ -150,11 +151,20 @@ def _calls_on_path(declined: bool) -> int:
     return 5 if declined else 4
 
 
+LogAt = Path | SagaLogSettings  # the SQLite file, or the settings naming the log
+
+
+async def _open(log_at: LogAt) -> SagaLog:
+    if isinstance(log_at, Path):
+        return SqliteSagaLog.open(DbConfig(log_at))
+    return await open_saga_log(log_at)
+
+
 async def _build(
-    log_path: Path, services: ServiceAddresses, sagas: int, seed: int, crashed: bool
+    log_at: LogAt, services: ServiceAddresses, sagas: int, seed: int, crashed: bool
 ) -> Spread:
     rng = random.Random(seed)
-    log = SqliteSagaLog.open(DbConfig(log_path))
+    log = await _open(log_at)
     participants = Participants(services)
     defn = order_saga(participants)
     sem = asyncio.Semaphore(BUILD_CONCURRENCY)
@@ -187,14 +197,14 @@ async def _build(
     return Spread(tuple(sorted(counts.items())))
 
 
-def build_crashed(log_path: Path, services: ServiceAddresses, sagas: int, seed: int) -> Spread:
+def build_crashed(log_at: LogAt, services: ServiceAddresses, sagas: int, seed: int) -> Spread:
     """`sagas` order sagas stopped at random points (see the module); their spread."""
-    return asyncio.run(_build(log_path, services, sagas, seed, crashed=True))
+    return asyncio.run(_build(log_at, services, sagas, seed, crashed=True))
 
 
-def build_fresh(log_path: Path, services: ServiceAddresses, sagas: int) -> Spread:
+def build_fresh(log_at: LogAt, services: ServiceAddresses, sagas: int) -> Spread:
     """`sagas` order sagas as a busy gateway queues them: durable, unowned, never run."""
-    return asyncio.run(_build(log_path, services, sagas, 0, crashed=False))
+    return asyncio.run(_build(log_at, services, sagas, 0, crashed=False))
 
 
 def spread_lines(spread: Spread) -> Sequence[str]:

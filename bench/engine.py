@@ -29,6 +29,7 @@ from typing import Final
 from bench import dbos_baseline
 from bench.dbos_baseline import DbosApi, DbosJournal
 from bench.errors import BenchError
+from bench.pg import DEFAULT_PG_URL, fresh_database
 from bench.report import (
     Series,
     fmt_ms,
@@ -44,6 +45,8 @@ from bench.report import (
 from bench.watched_log import WatchedLog
 from engine.core import SagaStatus
 from engine.definition import Done, SagaDefinition, Step, StepContext, StepKind, StepResult
+from engine.errors import EngineError
+from engine.log_settings import SagaLogSettings, open_saga_log
 from engine.memory_log import MemorySagaLog
 from engine.runner import Runner, RunnerSettings
 from engine.saga_log import NewSaga, SagaLog
@@ -73,6 +76,7 @@ DEADLINE_S: Final = 120.0
 
 class Backend(StrEnum):
     DURABLE = "engine, SQLite (FULL)"
+    POSTGRES = "engine, PostgreSQL"
     MEMORY = "engine, in-memory"
     DBOS = "DBOS, SQLite"
 
@@ -84,6 +88,8 @@ class EngineBenchSettings:
     dbos_sagas: int = 400  # per DBOS measurement: DBOS is ~20x slower, the rate is what counts
     reps: int = 3
     dbos: bool = True
+    postgres: bool = False  # a PostgreSQL log too, on a fresh database per measurement
+    pg_url: str = DEFAULT_PG_URL  # the server (and role) that makes those databases
     dbos_api: DbosApi = DbosApi.THREADS  # DBOS at its best here (bench/dbos_baseline.py)
     dbos_journal: DbosJournal = DbosJournal.WAL
     chart: bool = True
@@ -177,13 +183,22 @@ async def _drive(runner: Runner, watched: WatchedLog, concurrency: int, sagas: i
 
 
 async def _measure_engine(
-    backend: Backend, concurrency: int, rep: int, sagas: int, data_dir: Path
+    backend: Backend,
+    concurrency: int,
+    rep: int,
+    sagas: int,
+    data_dir: Path,
+    database_url: str | None = None,
 ) -> Run:
     batches: list[BatchStats] = []  # appended by the writer thread: list.append is atomic
     inner: SagaLog
     if backend is Backend.DURABLE:
         cfg = DbConfig(data_dir / "saga.db", synchronous=Synchronous.FULL)
         inner = SqliteSagaLog.open(cfg, on_batch=batches.append)
+    elif backend is Backend.POSTGRES:
+        assert database_url is not None
+        log_settings = SagaLogSettings.from_env({"SAGA_DATABASE_URL": database_url})
+        inner = await open_saga_log(log_settings, on_batch=batches.append)
     else:
         inner = MemorySagaLog()
     watched = WatchedLog(inner)
@@ -201,7 +216,7 @@ async def _measure_engine(
     finally:
         await runner.stop()
         await watched.close()
-    durable = backend is Backend.DURABLE
+    durable = backend in (Backend.DURABLE, Backend.POSTGRES)
     run = Run(
         backend,
         concurrency,
@@ -233,6 +248,14 @@ def _measure(backend: Backend, concurrency: int, rep: int, settings: EngineBench
             )
             return Run(backend, concurrency, rep, got.sagas, got.seconds, error=got.error)
         sagas = settings.sagas
+        if backend is Backend.POSTGRES:
+            try:
+                with fresh_database(settings.pg_url) as url:
+                    return asyncio.run(
+                        _measure_engine(backend, concurrency, rep, sagas, Path(tmp), url)
+                    )
+            except (BenchError, EngineError, OSError) as exc:  # the server: say so, go on
+                return Run(backend, concurrency, rep, sagas, None, error=str(exc)[:300])
         return asyncio.run(_measure_engine(backend, concurrency, rep, sagas, Path(tmp)))
 
 
@@ -343,6 +366,16 @@ def _verdict(rows: Sequence[Row], dbos_note: str | None) -> list[str]:
     else:
         why = dbos_note or "DBOS failed"
         lines.append(f"Target against DBOS in this run: not measured ({why}).")
+    pg = next(
+        (r for r in rows if r.backend is Backend.POSTGRES and r.concurrency == TARGET_CONCURRENCY),
+        None,
+    )
+    if pg is not None and pg.sagas_per_s is not None:
+        lines.append(
+            f"The PostgreSQL log at concurrency {TARGET_CONCURRENCY}: "
+            f"{fmt_num(pg.sagas_per_s)} sagas/s, {fmt_ratio(pg.sagas_per_s / durable.sagas_per_s)} "
+            "the SQLite log's (same repetitions' medians)."
+        )
     ref = durable.sagas_per_s / DBOS_REFERENCE_PER_S
     lines.append(
         f"Against the team's reference figure for DBOS on SQLite on this machine "
@@ -414,7 +447,8 @@ def _chart(settings: EngineBenchSettings, rows: Sequence[Row]) -> Path | None:
 
 def run(settings: EngineBenchSettings, progress: Callable[[str], None]) -> EngineReport:
     dbos_note = "skipped (--no-dbos)" if not settings.dbos else dbos_baseline.available()
-    backends = [Backend.DURABLE, Backend.MEMORY] + ([] if dbos_note else [Backend.DBOS])
+    backends = [Backend.DURABLE] + ([Backend.POSTGRES] if settings.postgres else [])
+    backends += [Backend.MEMORY] + ([] if dbos_note else [Backend.DBOS])
     runs: list[Run] = []
     for rep in range(1, settings.reps + 1):
         for concurrency in settings.concurrencies:

@@ -11,6 +11,7 @@ clock, so `updated_ms - sent` is the order's time to terminal.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.parse
 import urllib.request
@@ -20,13 +21,15 @@ from datetime import datetime
 from typing import Final
 
 from bench.report import fmt_num
-from saga.children import Child
+from saga.children import CLOCK_TICKS, Child
 
 __all__ = [
     "CpuMeter",
     "OrderEnd",
     "fetch_orders",
     "fmt_cpu",
+    "process_cpu_seconds",
+    "tree_cpu_seconds",
     "wait_settled",
 ]
 
@@ -81,25 +84,67 @@ def fetch_orders(base_url: str) -> dict[str, OrderEnd]:
         cursor = str(nxt)
 
 
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of a live process; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds `pid` alone has used so far; nan once it is gone."""
+    got = _stat(pid)
+    return float("nan") if got is None else got[1]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by `pid` and every live process under it: a gateway that
+    runs worker processes is charged for its workers. nan once `pid` is gone."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            got = _stat(int(entry.name))
+            if got is not None:
+                parents[int(entry.name)], cpu[int(entry.name)] = got
+    if pid not in cpu:
+        return float("nan")
+    children: dict[int, list[int]] = {}
+    for child, parent in parents.items():
+        children.setdefault(parent, []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo.extend(children.get(p, ()))
+    return total
+
+
 class CpuMeter:
-    """CPU seconds each process used between `start` and `stop`, as cores (CPU seconds
-    per second of wall time): 1.0 is one core busy for the whole interval."""
+    """CPU each process (with the processes under it) used between `start` and `stop`:
+    `seconds`, and `cores`, CPU seconds per second of wall time (1.0 is one core busy
+    for the whole interval)."""
 
     def __init__(self, procs: Mapping[str, Child]) -> None:
         self._procs = dict(procs)
         self._t0 = 0.0
         self._c0: dict[str, float] = {}
         self.cores: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
-        self._c0 = {name: p.cpu_seconds() for name, p in self._procs.items()}
+        self._c0 = {name: tree_cpu_seconds(p.pid) for name, p in self._procs.items()}
 
     def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self._t0
-        self.cores = {
-            name: (p.cpu_seconds() - self._c0[name]) / wall for name, p in self._procs.items()
+        self.seconds = {
+            name: tree_cpu_seconds(p.pid) - self._c0[name] for name, p in self._procs.items()
         }
+        self.cores = {name: s / wall for name, s in self.seconds.items()}
         return self.cores
 
 

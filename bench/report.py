@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import statistics
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "markdown_table",
     "median",
     "percentile",
+    "redact",
     "write_chart",
 ]
 
@@ -168,6 +170,17 @@ def machine(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     return info
 
 
+def redact(url: str) -> str:
+    """The URL with its password, if any, replaced by `***` (for every message and file)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = urllib.parse.quote(parts.username or "", safe="")
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def write_outputs(
     out: Path,
     name: str,
@@ -183,8 +196,13 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     md, raw = out / f"{name}.md", out / f"{name}.json"
     md.write_text(markdown, encoding="utf-8")
+    # A URL setting (--pg-url) may carry a password: never written out.
+    shown = {
+        k: redact(v) if isinstance(v, str) and k.endswith("_url") else v
+        for k, v in settings.items()
+    }
     doc = {
-        "settings": {**settings, "out": str(out), "data_dir": str(data_dir)},
+        "settings": {**shown, "out": str(out), "data_dir": str(data_dir)},
         "machine": machine,
         "runs": runs,
     }

@@ -44,7 +44,9 @@ class BenchStack:
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Child] = field(default_factory=dict)
     gateway: Child | None = None
+    more_gateways: dict[str, tuple[int, Child]] = field(default_factory=dict)  # name: port
     daemon: Child | None = None
+    more_daemons: dict[str, Child] = field(default_factory=dict)
     redis_proc: Child | None = None
 
     def __post_init__(self) -> None:
@@ -75,7 +77,9 @@ class BenchStack:
         procs = dict(self.services)
         for name, proc in (
             ("gateway", self.gateway),
+            *((name, child) for name, (_, child) in self.more_gateways.items()),
             ("recovery", self.daemon),
+            *self.more_daemons.items(),
             ("redis", self.redis_proc),
         ):
             if proc is not None:
@@ -115,12 +119,38 @@ class BenchStack:
         self.gateway.wait_ready(lambda: http_ok(self.url + "/healthz"))
         return self.gateway
 
-    def start_recovery(self, **extra: str) -> Child:
+    def add_gateway(self, name: str, **extra: str) -> int:
+        """One more `saga gateway` on the same log (which must be one that several
+        processes can share), on its own free port; returns the port."""
+        if self.redis and "REDIS_URL" not in self.env:
+            self.start_redis()
         port = free_port()
-        env = {**self.env, "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}", **extra}
-        self.daemon = self._saga("recovery", ["recovery"], env)
-        self.daemon.wait_ready(lambda: tcp_open("127.0.0.1", port))
-        return self.daemon
+        env = {**self.env, **extra, "HTTP_ADDR": f"127.0.0.1:{port}"}
+        child = self._saga(name, ["gateway"], env)
+        self.more_gateways[name] = (port, child)
+        child.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
+        return port
+
+    def start_recovery(self, **extra: str) -> Child:
+        return self.start_recoveries(1, **extra)[0]
+
+    def start_recoveries(self, count: int, **extra: str) -> list[Child]:
+        """`count` recovery daemons on the same log, spawned together, then each waited
+        for: the first is `daemon`, the others `recovery-2`, `recovery-3`, …"""
+        started: list[tuple[Child, int]] = []
+        for i in range(1, count + 1):
+            port = free_port()
+            env = {**self.env, "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}", **extra}
+            name = "recovery" if i == 1 else f"recovery-{i}"
+            child = self._saga(name, ["recovery"], env)
+            if i == 1:
+                self.daemon = child
+            else:
+                self.more_daemons[name] = child
+            started.append((child, port))
+        for child, port in started:
+            child.wait_ready(functools.partial(tcp_open, "127.0.0.1", port))
+        return [child for child, _ in started]
 
     def close(self) -> None:
         for proc in self.processes().values():

@@ -56,6 +56,23 @@ def test_engine_quick_writes_a_row_for_every_backend(tmp_path: Path) -> None:
     assert (tmp_path / "engine.png").exists() == HAS_MATPLOTLIB
 
 
+def test_engine_quick_on_postgresql_commits_in_groups_beside_sqlite(tmp_path: Path) -> None:
+    args = ["engine", "--quick", "--no-dbos", "--no-chart", "--backend", "postgres"]
+    result = CliRunner().invoke(bench_main, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "engine.md").read_text(encoding="utf-8")
+    _, _, *rows = _table(markdown)
+    by = {(row[0], int(row[1])): row for row in rows}
+    assert set(by) == {
+        (b.value, c) for b in (Backend.DURABLE, Backend.POSTGRES, Backend.MEMORY) for c in (1, 16)
+    }
+    for c in (1, 16):
+        row = by[(Backend.POSTGRES.value, c)]
+        assert _number(row[2]) > 0  # every saga completed (else "failed")
+        assert _number(row[6]) > 0  # commits per saga, counted by the log's group commit
+    assert "--backend postgres" in markdown  # the command that reproduces it
+
+
 def test_the_benchmarks_run_as_python_m_bench_and_not_from_saga() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "engine", "--help"],

@@ -9,6 +9,7 @@ reports on (the audit, nothing lost) hold. Skipped where the stack cannot run: R
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -16,12 +17,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from bench.ceiling import HEADER as CEILING_HEADER
 from bench.cli import main as bench_main
 from bench.e2e import HEADER as E2E_HEADER
-from bench.e2e import Backend
+from bench.e2e import Backend, Client, E2eSettings
+from bench.e2e_report import CPU_HEADER
 from bench.loadgen import LoadResult, Sample
+from bench.orchestrators import find_restate
+from bench.peers import HEADER as PEERS_HEADER
+from bench.peers import Peer
 from bench.recovery import HEADER as RECOVERY_HEADER
 from bench.recovery import Kind
+from bench.scale import HEADER as SCALE_HEADER
+from bench.wrk import find_wrk
+from orders.saga import STEP_NAMES
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +39,25 @@ needs_redis = pytest.mark.skipif(
 )
 
 
+HAS_WRK = shutil.which("wrk") is not None
+
+
 def _table(markdown: str) -> list[list[str]]:
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def _tables(markdown: str) -> list[list[list[str]]]:
+    """Every table of the report, in order (blocks of consecutive `|` lines)."""
+    tables: list[list[list[str]]] = []
+    inside = False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not inside:
+                tables.append([])
+            tables[-1].append([cell.strip() for cell in line.strip("|").split("|")])
+        inside = line.startswith("|")
+    return tables
 
 
 def _number(cell: str) -> float:
@@ -46,19 +71,126 @@ def _invoke(*args: str) -> str:
 
 
 @needs_redis
-def test_e2e_quick_writes_a_row_per_backend(tmp_path: Path) -> None:
-    output = _invoke("e2e", "--quick", "--no-chart", "--out", str(tmp_path))
+def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
+    output = _invoke("e2e", "--quick", "--no-chart", "--no-install", "--out", str(tmp_path))
     markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
     assert markdown in output
-    header, separator, *rows = _table(markdown)
+    tables = _tables(markdown)
+    (header, separator, *rows), (cpu_header, _, *cpu_rows), (ceiling_header, _, *ceiling) = tables
     assert tuple(header) == E2E_HEADER
     assert len(separator) == len(E2E_HEADER)
-    assert {(row[0], row[1]) for row in rows} == {(b.value, "4") for b in Backend}
+    clients = [c for c in Client if c is not Client.WRK or HAS_WRK]
+    backends = E2eSettings().backends  # SQLite and in-memory unless told
+    expected = {(c.value, b.value, "4") for c in clients for b in backends}
+    assert {(row[0], row[1], row[2]) for row in rows} == expected
     for row in rows:
         assert len(row) == len(E2E_HEADER)
-        assert _number(row[2]) > 0 and _number(row[4]) > 0  # accepted, end to end
+        assert _number(row[3]) > 0 and _number(row[5]) > 0  # accepted, end to end
+        assert _number(row[10]) > 0  # the stack's CPU per 1,000 orders
+        assert row[14].endswith("x")  # the ratio to the ceiling of the same run
+    # CPU per 1,000 orders for every process of the stack; the daemon beside the durable log
+    assert tuple(cpu_header) == CPU_HEADER
+    for row in cpu_rows:
+        cells = dict(zip(cpu_header, row, strict=True))
+        for name in ("gateway", "order", "payment", "inventory", "whole stack"):
+            assert _number(cells[name]) > 0, (name, row)
+        durable = cells["saga log"] == Backend.DURABLE.value
+        assert (cells["recovery"] != "—") == durable
+    # The ceiling: the order saga's four calls and the engine's own count of commits
+    assert tuple(ceiling_header) == CEILING_HEADER
+    (row,) = ceiling
+    cells = dict(zip(ceiling_header, row, strict=True))
+    assert cells["concurrency"] == "8"
+    assert _number(cells["gRPC calls/saga"]) == len(STEP_NAMES)
+    assert _number(cells["writes/saga"]) >= 2
     raw = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))
-    assert len(raw["runs"]) == 2 and all(r["error"] is None for r in raw["runs"])
+    runs = [r for r in raw["runs"] if "ceiling" not in r]
+    assert len(runs) == 2 * len(clients) and all(r["error"] is None for r in runs)
+    if HAS_WRK:
+        assert "found on PATH" in markdown
+
+
+@needs_redis
+def test_e2e_on_postgresql_writes_into_its_own_database(tmp_path: Path) -> None:
+    args = ["e2e", "--quick", "--client", "loadgen", "--backend", "postgres", "--no-ceiling"]
+    _invoke(*args, "--no-chart", "--out", str(tmp_path))
+    markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
+    (_, _, row), (cpu_header, _, cpu_row) = _tables(markdown)[:2]
+    assert (row[0], row[1]) == (Client.OWN.value, Backend.POSTGRES.value)
+    assert _number(row[5]) > 0  # end to end: the sagas were in the database (else failed)
+    cells = dict(zip(cpu_header, cpu_row, strict=True))
+    assert _number(cells["postgres"]) > 0
+    (run,) = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))["runs"]
+    assert run["error"] is None and run["unsettled"] == 0
+
+
+def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
+    _invoke("ceiling", "--quick", "--out", str(tmp_path))
+    markdown = (tmp_path / "ceiling.md").read_text(encoding="utf-8")
+    ((header, _, row),) = _tables(markdown)
+    cells = dict(zip(header, row, strict=True))
+    assert _number(cells["sagas"]) > 0 and _number(cells["sagas/s"]) > 0
+    assert _number(cells["gRPC calls/saga"]) == len(STEP_NAMES)
+    raw = json.loads((tmp_path / "ceiling.json").read_text(encoding="utf-8"))
+    (run,) = raw["runs"]
+    # as many writes as the engine's commits per saga, measured in the same run
+    assert run["writes_per_saga"] == round(run["engine_commits_per_saga"])
+    assert run["commits"] > 0 and set(run["cpu_s"]) == {"driver", "order", "payment", "inventory"}
+
+
+@needs_redis
+def test_scale_quick_shares_one_postgresql_log_between_gateways(tmp_path: Path) -> None:
+    _invoke("scale", "--quick", "--no-install", "--out", str(tmp_path))
+    markdown = (tmp_path / "scale.md").read_text(encoding="utf-8")
+    ((header, _, *rows),) = _tables(markdown)
+    assert tuple(header) == SCALE_HEADER
+    assert [(row[0], row[1]) for row in rows] == [("1", "4"), ("2", "2 + 2")]
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        assert _number(cells["end-to-end orders/s"]) > 0
+        assert _number(cells["gateways CPU s/1k"]) > 0
+        assert _number(cells["services CPU s/1k"]) > 0
+        assert _number(cells["postgres CPU s/1k"]) > 0  # the server's work is counted
+    assert rows[0][4] == "1.00x"
+    raw = json.loads((tmp_path / "scale.json").read_text(encoding="utf-8"))
+    two = next(r for r in raw["runs"] if r["gateways"] == 2)
+    assert two["error"] is None
+    # both gateways took orders and were charged for them; every order reached the log
+    assert two["cpu_s"]["gateway"] > 0 and two["cpu_s"]["gateway-2"] > 0
+    assert two["orders"] >= two["accepted"] > 0
+
+
+@needs_redis
+@pytest.mark.skipif(importlib.util.find_spec("dbos") is None, reason="DBOS is not installed")
+def test_peers_quick_runs_the_saga_on_each_and_every_order_ends(tmp_path: Path) -> None:
+    output = _invoke("peers", "--quick", "--no-install", "--out", str(tmp_path))
+    markdown = (tmp_path / "peers.md").read_text(encoding="utf-8")
+    ((header, _, *rows),) = _tables(markdown)
+    assert tuple(header) == PEERS_HEADER
+    restate, _ = find_restate(None)  # on PATH, from the npm package, where installed
+    expected = [p for p in Peer if p is not Peer.RESTATE or (restate and HAS_WRK)]
+    assert [row[0] for row in rows] == [p.value for p in expected]
+    if Peer.RESTATE not in expected:
+        assert "Restate is skipped" in output
+    raw = json.loads((tmp_path / "peers.json").read_text(encoding="utf-8"))
+    by_peer = {r["peer"]: r for r in raw["runs"]}
+    ends = {Peer.SAGA: "CONFIRMED", Peer.DBOS: "SUCCESS", Peer.RESTATE: "success"}
+    for peer in expected:
+        got = by_peer[peer.value]
+        assert got["error"] is None, got
+        assert got["orders"] >= got["accepted"] > 0
+        # every order the peer recorded reached its end, and only the end it should
+        assert got["ended"] == {ends[peer]: got["orders"]}
+    assert _number(rows[1][6]) > 0  # DBOS's end-to-end rate over this stack's
+
+
+def test_without_wrk_the_benchmark_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no wrk, no apt-get
+    found = find_wrk(install=True)
+    assert found.path is None
+    assert found.how == "wrk is not on PATH and cannot be installed (no apt-get)"
 
 
 def test_recovery_quick_recovers_every_saga_and_the_audit_agrees(tmp_path: Path) -> None:
@@ -68,9 +200,32 @@ def test_recovery_quick_recovers_every_saga_and_the_audit_agrees(tmp_path: Path)
     assert tuple(header) == ("backlog", *RECOVERY_HEADER)
     assert [row[0] for row in rows] == [k.value for k in Kind]
     for row in rows:
-        assert _number(row[5]) > 0  # sagas/s
-        assert row[7] == "0" and row[8] == "0"  # none parked, no audit violation
+        cells = dict(zip(header, row, strict=True))
+        assert _number(cells["sagas/s"]) > 0
+        assert cells["NEEDS_ATTENTION"] == "0" and cells["audit violations"] == "0"
     assert "by crash point:" in markdown  # the spread of the crashed backlog is described
+
+
+def test_recovery_on_postgresql_with_two_daemons_claims_no_saga_twice(tmp_path: Path) -> None:
+    args = ["recovery", "--quick", "--backend", "postgres", "--daemons", "2"]
+    _invoke(*args, "--out", str(tmp_path))
+    markdown = (tmp_path / "recovery.md").read_text(encoding="utf-8")
+    header, _, *rows = _table(markdown)
+    got = {(row[0], row[1]): dict(zip(header, row, strict=True)) for row in rows}
+    assert set(got) == {
+        (Kind.CRASHED.value, "1"),
+        (Kind.CRASHED.value, "2"),
+        (Kind.FRESH.value, "1"),
+    }
+    for cells in got.values():
+        assert _number(cells["sagas/s"]) > 0
+        assert cells["… at one epoch"] == "0" and cells["audit violations"] == "0"
+    assert got[(Kind.CRASHED.value, "2")]["vs 1 daemon"].endswith("x")
+    raw = json.loads((tmp_path / "recovery.json").read_text(encoding="utf-8"))
+    two = next(r for r in raw["runs"] if r["daemons"] == 2)
+    # every crashed saga belonged to a dead gateway, so each was claimed at least once
+    assert two["error"] is None and two["claims"] >= two["sagas"]
+    assert two["cpu"]["recovery"] > 0 and two["cpu"]["postgres"] > 0
 
 
 @needs_redis
