@@ -2,7 +2,8 @@
 
 Clients behave as the contract asks of them: every order has its own idempotency key,
 and a POST that got no answer (connection refused or reset, a 503) is sent again with the
-same key until it gets its 201. Every call is recorded (tests/support/history.py, in the
+same key until it gets its 201; with several gateways, each order starts at one of them
+and is sent again to the next one. Every call is recorded (tests/support/history.py, in the
 stack's data folder) and `judge_run` hands the history to the one judge of the fault
 tests: every order a client was given ends CONFIRMED or CANCELLED, one key never made two
 orders, each effect happened once, and the contract's invariants hold.
@@ -10,6 +11,8 @@ orders, each effect happened once, and the contract's invariants hold.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import random
 import threading
 import time
@@ -40,10 +43,19 @@ class LoadResult:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-def post_until_accepted(url: str, key: str, body: dict[str, object], result: LoadResult,
-                        deadline: float, recorder: Recorder) -> None:  # fmt: skip
-    with httpx.Client(base_url=url, timeout=10.0) as http:
-        while True:
+def post_until_accepted(
+    urls: Sequence[str],
+    key: str,
+    body: dict[str, object],
+    result: LoadResult,
+    deadline: float,
+    recorder: Recorder,
+) -> None:
+    """POST until a 201, trying the gateways at `urls` in turn (from the first)."""
+    with contextlib.ExitStack() as clients:
+        https = [clients.enter_context(httpx.Client(base_url=u, timeout=10.0)) for u in urls]
+        for attempt in itertools.count():
+            http = https[attempt % len(https)]
             resp = recorder.post(http, "load", key, body)
             if resp is not None and resp.status_code == 201:
                 with result.lock:
@@ -66,9 +78,12 @@ def run_load(
     prefix: str = "load",
     during: Callable[[threading.Event, LoadResult], None] | None = None,
     timeout_s: float = 240.0,
+    urls: Sequence[str] = (),
 ) -> LoadResult:
     """Send `orders` orders from `workers` threads; `during(done, result)` runs beside them
-    (in its own thread) until `done` is set, e.g. a killer of processes."""
+    (in its own thread) until `done` is set, e.g. a killer of processes. `urls`: the
+    gateways to spread the orders over (default: the stack's)."""
+    urls = urls or (stack.url,)
     result = LoadResult()
     done = threading.Event()
     side = None
@@ -82,7 +97,8 @@ def run_load(
         with ThreadPoolExecutor(workers) as pool:
             futures = [
                 pool.submit(
-                    post_until_accepted, stack.url, f"{prefix}-{i}",
+                    post_until_accepted, [*urls[i % len(urls):], *urls[:i % len(urls)]],
+                    f"{prefix}-{i}",
                     {"customer_id": f"cust_{i % 7}", "items": [rnd.choice(BODIES)]},
                     result, deadline, recorder,
                 )
@@ -104,11 +120,13 @@ def history_path(stack: Stack) -> Path:
     return stack.data / "history.jsonl"
 
 
-def judge_run(stack: Stack, *, settle_s: float = 60.0) -> Verdict:
+def judge_run(stack: Stack, *, settle_s: float = 60.0, url: str | None = None) -> Verdict:
     """The history of every load on this stack, judged against the state it ended in, once
-    running sagas have finished (up to `settle_s`); the gateway must be up to be asked."""
+    running sagas have finished (up to `settle_s`); the gateway must be up to be asked
+    (the stack's, or the one at `url`)."""
     history = History.read(history_path(stack))
-    final = observe(stack.url, stack.log_path, stack.addresses, history, settle_s=settle_s)
+    gateway = url or stack.url
+    final = observe(gateway, stack.log_settings, stack.addresses, history, settle_s=settle_s)
     return judge(history, final)
 
 

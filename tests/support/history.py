@@ -34,6 +34,7 @@ from typing import Any, Final
 import httpx
 
 from engine.core import SagaStatus
+from engine.log_settings import SagaLogSettings
 from gateway.errors import ApiError
 from gateway.order_input import parse_order
 from orders.audit import SagaRow, Snapshot, audit
@@ -203,15 +204,16 @@ class Outcome:
 
 def observe(
     gateway_url: str,
-    log_path: Path,
+    log_at: Path | SagaLogSettings,
     addresses: ServiceAddresses,
     history: History,
     *,
     settle_s: float = 60.0,
 ) -> Outcome:
-    """Wait (up to `settle_s`) for running sagas to finish, then read the final state."""
-    wait_until_settled(log_path, settle_s)
-    snapshot = read_snapshot(log_path, addresses)
+    """Wait (up to `settle_s`) for running sagas to finish, then read the final state of
+    the log (a file, or where its settings say) and the services."""
+    wait_until_settled(log_at, settle_s)
+    snapshot = read_snapshot(log_at, addresses)
     keys = {op.key for op in history.ops if op.key is not None}
     ids = history.order_ids() | {s.id for s in snapshot.sagas if s.idempotency_key in keys}
     answers: dict[str, str] = {}

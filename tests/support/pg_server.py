@@ -28,10 +28,11 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 import asyncpg
 import pytest
@@ -52,6 +53,7 @@ SETTINGS: Final = {
     "log_min_messages": "warning",
 }
 
+T = TypeVar("T")
 _LIVE: set[PgServer] = set()
 
 
@@ -238,7 +240,7 @@ class PgServer:
             finally:
                 await conn.close()
 
-        asyncio.run(run())
+        _run(run())
 
     def fetch(self, sql: str, *args: object, database: str = "postgres") -> list[tuple[Any, ...]]:
         async def run() -> list[tuple[Any, ...]]:
@@ -248,7 +250,7 @@ class PgServer:
             finally:
                 await conn.close()
 
-        return asyncio.run(run())
+        return _run(run())
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -306,6 +308,12 @@ class PgServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _run(coro: Coroutine[object, object, T]) -> T:
+    """Run `coro` on a loop of its own in a thread: async tests call these helpers too."""
+    with ThreadPoolExecutor(1, thread_name_prefix="pg-server-sql") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _close_all() -> None:

@@ -10,6 +10,8 @@ gateway, recovery).
     proc = SagaProcess(["gateway"], env, tmp_path / "gateway.log", ready=lambda: tcp_open(...))
     with proc.start(): ...
 
+    SagaProcess([...], env, log, ready, on=host)   # inside a test host (tests/support/netns.py)
+
 Every process started here runs in its own session, writes stdout and stderr to its log
 file, and is killed when its `with` block ends; `kill_all()` (also run at interpreter exit)
 kills whatever a failing test left behind.
@@ -27,8 +29,9 @@ from types import TracebackType
 from typing import Self
 
 from engine.net import TlsFiles
-from saga.children import SERVICE_ADDR_VARS, Child, ChildFailed, base_env
+from saga.children import SERVICE_ADDR_VARS, Child, ChildFailed, base_env, saga_argv
 from saga.probes import free_port, grpc_serving, http_ok, tcp_open
+from tests.support.netns import Host
 
 __all__ = [
     "SERVICE_ADDR_VARS",
@@ -62,8 +65,10 @@ class SagaProcess:
         *,
         cwd: Path | None = None,
         ready_timeout: float = 30.0,
+        on: Host | None = None,
     ) -> None:
         self.args = tuple(args)
+        self.on = on  # the test host it runs in; None: this machine, as the test
         self.env = dict(env)
         self.log_path = log_path
         self.ready = ready
@@ -73,7 +78,8 @@ class SagaProcess:
 
     @property
     def name(self) -> str:
-        return "saga " + " ".join(self.args)
+        where = "" if self.on is None else f" on {self.on.label}"
+        return "saga " + " ".join(self.args) + where
 
     @property
     def pid(self) -> int:
@@ -102,9 +108,10 @@ class SagaProcess:
         self.cwd.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:  # where each run begins, in a shared log
             log.write(f"--- {self.name}: start at {time.time():.3f}\n".encode())
-        self._child = Child.saga(
-            self.args, self.env, name=self.name, log_path=self.log_path, cwd=self.cwd
-        )
+        argv = saga_argv(self.args)
+        if self.on is not None:
+            argv = self.on.wrap(argv)
+        self._child = Child.spawn(self.name, argv, self.env, log_path=self.log_path, cwd=self.cwd)
         _LIVE.add(self)
         if wait:
             self.wait_ready()
@@ -184,12 +191,14 @@ class ServiceProcess(SagaProcess):
         host: str,
         port: int,
         probe_tls: TlsFiles | None = None,
+        *,
+        on: Host | None = None,
     ) -> None:
         self.service = name
         self.host = host
         self.port = port
         self.probe_tls = probe_tls
-        super().__init__(["service", name], env, log_path, self._ready)
+        super().__init__(["service", name], env, log_path, self._ready, on=on)
 
     def _ready(self) -> bool:
         return (
@@ -212,13 +221,15 @@ def start_service(
     log_path: Path | None = None,
     wait: bool = True,
     probe_tls: TlsFiles | None = None,
+    on: Host | None = None,
 ) -> ServiceProcess:
     """Start `saga service NAME` on host:port with its ledger in `data_dir`, and (with
-    `wait`) return once it is SERVING. The log goes to `data_dir/NAME.log` by default."""
+    `wait`) return once it is SERVING. The log goes to `data_dir/NAME.log` by default.
+    `on`: inside that test host (then `host` is its address)."""
     env = base_env(SAGA_DATA_DIR=str(data_dir), **{SERVICE_ADDR_VARS[name]: f"{host}:{port}"})
     env.update(extra_env or {})
     log = log_path or data_dir / f"{name}.log"
-    proc = ServiceProcess(name, env, log, host, port, probe_tls)
+    proc = ServiceProcess(name, env, log, host, port, probe_tls, on=on)
     return proc.start(wait=wait)
 
 

@@ -10,6 +10,11 @@ folder and one set of free ports; plus the audit of the contract's invariants.
     report = stack.audit(wait_s=30)    # waits for running sagas, then checks
     assert report.ok, report.violations
     stack.close()                      # SIGKILLs whatever still runs
+
+On several test hosts (tests/support/netns.py): `Stack.on_hosts(tmp_path, (a, b))` runs a
+replica of each service on each of those hosts (callers get the list of their addresses),
+and `start_gateway(on=host)` / `recovery(on=host)` run one more gateway or daemon on a
+host, each at an address of its own.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from engine.log_settings import SagaLogSettings
 from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
+from engine.sync_log import SyncSagaLog
 from orders.audit import AuditReport, audit
 from orders.audit_io import read_snapshot, wait_until_settled
 from orders.channels import sync_channel
@@ -42,6 +48,7 @@ from orders.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2_grpc
 from proto.order.v1 import order_pb2_grpc
 from proto.payment.v1 import payment_pb2_grpc
+from tests.support.netns import Host
 from tests.support.procs import (
     SERVICE_ADDR_VARS,
     SagaProcess,
@@ -58,6 +65,7 @@ __all__ = [
     "PLENTY",
     "TERMINAL",
     "DaemonProcess",
+    "GatewayProcess",
     "Redis",
     "Stack",
     "http_ok",
@@ -85,9 +93,27 @@ ORDERS: Mapping[str, OrderRequest] = {
 class DaemonProcess(SagaProcess):
     """`saga recovery`, ready when its metrics endpoint accepts connections."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, metrics_port: int) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        metrics_port: int,
+        *,
+        on: Host | None = None,
+    ) -> None:
         self.metrics_port = metrics_port
-        super().__init__(["recovery"], env, log_path, lambda: tcp_open("127.0.0.1", metrics_port))
+        ip = "127.0.0.1" if on is None else on.ip
+        super().__init__(["recovery"], env, log_path, lambda: tcp_open(ip, metrics_port), on=on)
+
+
+class GatewayProcess(SagaProcess):
+    """`saga gateway` at `url`, ready when its /healthz answers."""
+
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, url: str, *, on: Host | None = None
+    ) -> None:
+        self.url = url
+        super().__init__(["gateway"], env, log_path, ready=lambda: http_ok(url + "/healthz"), on=on)
 
 
 @dataclass
@@ -95,16 +121,28 @@ class Stack:
     data: Path
     env: dict[str, str]  # what every process of the stack sees (plus its own extras)
     port: int  # the gateway's HTTP port
-    services: dict[str, ServiceProcess] = field(default_factory=dict)
-    gateway: SagaProcess | None = None
+    services: dict[str, ServiceProcess] = field(default_factory=dict)  # the first replicas
+    gateway: SagaProcess | None = None  # the last one started
     daemons: list[DaemonProcess] = field(default_factory=list)
+    # On test hosts: each service has a replica on each of these hosts (else one, here).
+    service_hosts: tuple[Host, ...] = ()
+    replicas: list[ServiceProcess] = field(default_factory=list)  # every service process
+    gateways: list[GatewayProcess] = field(default_factory=list)  # every gateway started
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     @classmethod
     def create(cls, tmp_path: Path, **extra_env: str) -> Stack:
+        return cls.on_hosts(tmp_path, (), **extra_env)
+
+    @classmethod
+    def on_hosts(cls, tmp_path: Path, service_hosts: Sequence[Host], **extra_env: str) -> Stack:
+        """A stack in `tmp_path/data` whose services run on `service_hosts`, one replica
+        on each (none: here), and whose `*_SERVICE_ADDR` settings list them all."""
         data = tmp_path / "data"
         data.mkdir(parents=True, exist_ok=True)
         port = free_port()
+        ports = {var: free_port() for var in SERVICE_ADDR_VARS.values()}
+        ips = [h.ip for h in service_hosts] or ["127.0.0.1"]
         env = base_env(
             SAGA_DATA_DIR=str(data),
             SAGA_ENV="test",  # crash points and fault injection may be switched on
@@ -112,34 +150,71 @@ class Stack:
             SAGA_DRAIN_S="2",
             SAGA_READY_TIMEOUT_S="5",  # a loaded test machine is no reason for a 503
             HTTP_ADDR=f"127.0.0.1:{port}",
-            **{var: f"127.0.0.1:{free_port()}" for var in SERVICE_ADDR_VARS.values()},
+            **{var: ",".join(f"{ip}:{p}" for ip in ips) for var, p in ports.items()},
         )
         env.update(extra_env)
-        return cls(data, env, port)
+        return cls(data, env, port, service_hosts=tuple(service_hosts))
 
     # ---- processes -----------------------------------------------------------------------
 
     def start_services(self, extra_env: Mapping[str, str] | None = None) -> None:
+        hosts: Sequence[Host | None] = self.service_hosts or (None,)
+        started: list[ServiceProcess] = []
         for name, var in SERVICE_ADDR_VARS.items():
-            port = int(self.env[var].rsplit(":", 1)[1])
-            env = {**self.env, **(extra_env or {})}
-            self.services[name] = start_service(
-                name, self.data, port, env, wait=False, probe_tls=self.addresses.tls
-            )
-        for svc in self.services.values():
+            port = int(self.env[var].split(",", 1)[0].rsplit(":", 1)[1])
+            for host in hosts:
+                started.append(self.start_replica(name, host, port, extra_env, wait=False))
+        for svc in started:
             svc.wait_ready()
 
-    def start_gateway(
-        self, *, wait: bool = True, env: Mapping[str, str] | None = None, **extra: str
-    ) -> SagaProcess:
-        """`saga gateway` on this stack (again, after a stop: same port, same log), with
-        `env` and `extra` added to the stack's environment."""
-        self.gateway = SagaProcess(
-            ["gateway"],
-            {**self.env, **(env or {}), **extra},
-            self.data / "gateway.log",
-            ready=lambda: http_ok(self.url + "/healthz"),
+    def start_replica(
+        self,
+        name: str,
+        host: Host | None,
+        port: int,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        wait: bool = True,
+    ) -> ServiceProcess:
+        """`saga service NAME` on `host` (None: here) at `port`; its SQLite files, if any,
+        in a folder of that host's. On a host, its metrics are served on its address."""
+        ip = "127.0.0.1" if host is None else host.ip
+        data = self.data if host is None else self.data / host.label
+        data.mkdir(exist_ok=True)
+        env = {**self.env, **(extra_env or {})}
+        env[SERVICE_ADDR_VARS[name]] = f"{ip}:{port}"  # where it listens: itself, not the list
+        env["SAGA_DATA_DIR"] = str(data)
+        if host is not None:
+            env[f"{name.upper()}_METRICS_ADDR"] = f"{ip}:{free_port()}"
+        log = data / f"{name}.log"
+        tls = self.addresses.tls
+        svc = start_service(
+            name, data, port, env, host=ip, log_path=log, wait=wait, probe_tls=tls, on=host
         )
+        self.services.setdefault(name, svc)
+        self.replicas.append(svc)
+        return svc
+
+    def start_gateway(
+        self,
+        *,
+        wait: bool = True,
+        env: Mapping[str, str] | None = None,
+        on: Host | None = None,
+        **extra: str,
+    ) -> GatewayProcess:
+        """`saga gateway` on this stack (again, after a stop: same port, same log), with
+        `env` and `extra` added to the stack's environment. `on`: one more gateway, on
+        that test host, at an address of its own (`.url`), with a log of its own."""
+        full = {**self.env, **(env or {}), **extra}
+        if on is None:
+            url, log = f"http://127.0.0.1:{self.port}", self.data / "gateway.log"
+        else:
+            address = f"{on.ip}:{free_port()}"
+            full["HTTP_ADDR"] = address
+            url, log = f"http://{address}", self.data / f"gateway@{on.label}.log"
+        self.gateway = GatewayProcess(full, log, url, on=on)
+        self.gateways.append(self.gateway)
         return self.gateway.start(wait=wait)
 
     def recovery(
@@ -148,31 +223,41 @@ class Stack:
         *,
         name: str = "recovery",
         wait: bool = True,
+        on: Host | None = None,
     ) -> DaemonProcess:
         port = free_port()
+        ip = "127.0.0.1" if on is None else on.ip
         env = {
             **self.env,
-            "RECOVERY_METRICS_ADDR": f"127.0.0.1:{port}",
+            "RECOVERY_METRICS_ADDR": f"{ip}:{port}",
             "SAGA_RECOVERY_INTERVAL_S": "0.2",
             "SAGA_LEASE_S": "2",
             **(extra_env or {}),
         }
-        proc = DaemonProcess(env, self.data / f"{name}.log", port)
+        log = self.data / (f"{name}.log" if on is None else f"{name}@{on.label}.log")
+        proc = DaemonProcess(env, log, port, on=on)
         self.daemons.append(proc)
         return proc.start(wait=wait)
 
     def close(self) -> None:
         for channel in self._channels:
             channel.close()
-        for proc in [*self.daemons, self.gateway, *self.services.values()]:
-            if proc is not None:
-                proc.kill()
+        # A test may have put a process of its own in `services`: that one too.
+        for proc in [*self.daemons, *self.gateways, *self.replicas, *self.services.values()]:
+            proc.kill()
 
     # ---- clients -------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The last gateway started (before any: where the first one will listen)."""
+        return self.gateways[-1].url if self.gateways else f"http://127.0.0.1:{self.port}"
+
+    def live_url(self) -> str:
+        """A gateway that runs now (the first of them), to ask after orders."""
+        live = [g.url for g in self.gateways if g.running]
+        assert live, "no gateway runs"
+        return live[0]
 
     @property
     def addresses(self) -> ServiceAddresses:
@@ -202,6 +287,21 @@ class Stack:
     @property
     def log_path(self) -> Path:
         return self.data / "saga.db"
+
+    @property
+    def log_settings(self) -> SagaLogSettings:
+        """Where the stack's processes keep the saga log: SAGA_DATABASE_URL, else the file."""
+        return SagaLogSettings.from_env(self.env)
+
+    @contextlib.contextmanager
+    def shared_log(self) -> Iterator[SyncSagaLog]:
+        """The saga log wherever the stack keeps it (PostgreSQL too), opened by this test
+        process beside the stack's."""
+        log = SyncSagaLog.open(self.log_settings)
+        try:
+            yield log
+        finally:
+            log.close_sync()
 
     @contextlib.contextmanager
     def log(self) -> Iterator[SqliteSagaLog]:
@@ -236,7 +336,7 @@ class Stack:
 
     def audit(self, wait_s: float = 0.0) -> AuditReport:
         """The contract's invariants across the saga log and the three services."""
-        settings = SagaLogSettings.from_env(self.env)  # SAGA_DATABASE_URL, else the file
+        settings = self.log_settings
         if wait_s:
             wait_until_settled(settings, wait_s)
         return audit(read_snapshot(settings, self.addresses))
