@@ -21,7 +21,15 @@ from engine.errors import CommitOutcomeUnknown, EngineError, StorageError, Stora
 from engine.pg import transaction
 from engine.pg.pool import Conn
 from engine.pg_log_schema import APPEND, COLUMNS, CREATE
-from engine.saga_log import CreateResult, NewSaga, SagaNotFound, SagaRecord, StaleEpoch, replay
+from engine.saga_log import (
+    CreateResult,
+    NewSaga,
+    SagaNotFound,
+    SagaRecord,
+    StaleEpoch,
+    payload_field,
+    replay,
+)
 from engine.sqlite import BatchStats
 
 __all__ = ["GroupCommit", "record", "transition"]
@@ -238,6 +246,7 @@ async def _creates(conn: Conn, ops: list[_Create]) -> dict[int, _Outcome]:
             [op.lease_expires_ms if op.owner is not None else 0 for op in ops],
             [op.new.trace_id for op in ops],
             [op.now_ms for op in ops],
+            [_customer(op.new.payload) for op in ops],
         )
     }
     replays = [op.new.idempotency_key for op in ops if op.new.id not in made]
@@ -278,6 +287,11 @@ async def _creates(conn: Conn, ops: list[_Create]) -> dict[int, _Outcome]:
         except EngineError as exc:
             outcomes[id(op)] = (False, exc)
     return outcomes
+
+
+def _customer(payload: bytes) -> str | None:
+    value = payload_field(payload, "customer_id")
+    return value if isinstance(value, str) else None
 
 
 async def _appends(conn: Conn, ops: list[_Append]) -> dict[int, _Outcome]:
