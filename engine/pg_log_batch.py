@@ -9,6 +9,7 @@ commits, and the client CPU of round trips, by the size of the batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from engine.sqlite import BatchStats
 __all__ = ["GroupCommit", "record", "transition"]
 
 MAX_BATCH: Final = 512
+log = logging.getLogger(__name__)
 
 
 def record(row: asyncpg.Record) -> SagaRecord:
@@ -139,7 +141,7 @@ class GroupCommit:
             )
         self.pending.append(op)
         self.wake.set()
-        if self.task is None:
+        if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(), name="pg-saga-log-commit")
 
     async def close(self) -> None:
@@ -154,8 +156,14 @@ class GroupCommit:
             self.wake.clear()
             while self.pending:
                 batch = self._take()
-                if batch:
+                if not batch:
+                    continue
+                try:
                     await self._commit(batch)
+                except Exception as exc:  # a bug: its callers hear of it, later ones go on
+                    log.exception("saga log group commit failed")
+                    for op in batch:
+                        _settle(op, (False, exc))
             if self.closed:
                 return
 
