@@ -11,7 +11,6 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from engine.config import format_addr
 from engine.core import ACTIVE_STATUSES
 from engine.log_settings import LogBackend, SagaLogSettings
 from engine.saga_log import SagaFilter, SagaPage, SagaRecord
@@ -19,6 +18,7 @@ from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from engine.sync_log import SyncSagaLog
 from orders.audit import OrderRow, PaymentRow, ReservationRow, SagaRow, Snapshot
+from orders.channels import sync_channel
 from orders.errors import AuditUnavailable
 from orders.model import ORDER_SAGA, OrderRequest
 from orders.participants import ServiceAddresses
@@ -146,8 +146,8 @@ def read_snapshot(
     """`log_at`: the SQLite file, or the settings naming the log."""
     log = _open(log_at)
     channels = [
-        grpc.insecure_channel(format_addr(a))
-        for a in (services.order, services.payment, services.inventory)
+        sync_channel(t, services.tls)
+        for t in (services.order, services.payment, services.inventory)
     ]
     try:
         sagas = _saga_rows(log)

@@ -15,12 +15,13 @@ from orders.participants import ServiceAddresses
 
 def run_audit(env: Mapping[str, str], *, wait_s: float, as_json: bool) -> int:
     settings = SagaLogSettings.from_env(env)
+    services = ServiceAddresses.from_env(env)  # a bad setting stops it before any wait
     if settings.backend is LogBackend.SQLITE and not settings.path.exists():
         click.echo(f"saga: error: no saga log at {settings.path} (set SAGA_DATA_DIR)", err=True)
         return 2
     if wait_s > 0:
         wait_until_settled(settings, wait_s)
-    report = audit(read_snapshot(settings, ServiceAddresses.from_env(env)))
+    report = audit(read_snapshot(settings, services))
     if as_json:
         click.echo(
             json.dumps(

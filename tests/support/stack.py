@@ -36,6 +36,7 @@ from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.audit import AuditReport, audit
 from orders.audit_io import read_snapshot, wait_until_settled
+from orders.channels import sync_channel
 from orders.model import ORDER_SAGA, Item, OrderRequest
 from orders.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2_grpc
@@ -122,7 +123,9 @@ class Stack:
         for name, var in SERVICE_ADDR_VARS.items():
             port = int(self.env[var].rsplit(":", 1)[1])
             env = {**self.env, **(extra_env or {})}
-            self.services[name] = start_service(name, self.data, port, env, wait=False)
+            self.services[name] = start_service(
+                name, self.data, port, env, wait=False, probe_tls=self.addresses.tls
+            )
         for svc in self.services.values():
             svc.wait_ready()
 
@@ -179,7 +182,9 @@ class Stack:
         return httpx.Client(base_url=self.url, timeout=10.0)
 
     def _channel(self, name: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(self.env[SERVICE_ADDR_VARS[name]])
+        addresses = self.addresses
+        targets = {"order": addresses.order, "payment": addresses.payment}
+        channel = sync_channel(targets.get(name, addresses.inventory), addresses.tls)
         self._channels.append(channel)
         return channel
 
