@@ -12,6 +12,7 @@ import pytest
 from engine.clock import SystemClock
 from engine.core import Phase, SagaStatus, Transition
 from engine.errors import SchemaTooNew
+from engine.pg import migrate, open_pool
 from engine.pg.settings import parse_url
 from engine.pg_log import PgSagaLog
 from engine.pg_log_schema import MIGRATIONS
@@ -121,3 +122,29 @@ def test_operator_commands_work_on_the_database(pg_url: str) -> None:
     done, kept = asyncio.run(_read(pg_url, "done"))
     assert done is not None and done.status is SagaStatus.COMPLETED
     assert [t.phase for t in kept] == [Phase.COMPLETED]
+
+
+async def _upgrade_from_version_1(url: str) -> list[str]:
+    # As the first version's processes ran: in the log's schema (its trigger needs it).
+    cfg = parse_url(url, "URL")
+    pool = await open_pool(cfg, min_size=1, max_size=1, search_path="saga_log")
+    try:
+        await migrate(pool, schema="saga_log", migrations=MIGRATIONS[:1])
+        await pool.execute(
+            "INSERT INTO saga_log.sagas (id, definition, status, payload, payload_digest, "
+            "created_ms, updated_ms) VALUES ($1, 'order', 'COMPLETED', $2, 'd', 1, 1)",
+            "old",
+            b'{"customer_id":"c9"}',
+        )
+    finally:
+        await pool.close()
+    log = await PgSagaLog.open(parse_url(url, "URL"))
+    try:
+        page = await log.list_by_payload_field("customer_id", "c9", limit=5)
+    finally:
+        await log.close()
+    return [r.id for r in page.items]
+
+
+def test_a_log_of_version_1_is_upgraded_in_place(pg_url: str) -> None:
+    assert asyncio.run(_upgrade_from_version_1(pg_url)) == ["old"]
