@@ -26,6 +26,7 @@ def test_unset_or_empty_is_none() -> None:
         f"postgresql://app:{SECRET}@10.0.0.5:6432/sagas?sslmode=verify-full",
         "postgresql://app@[::1]:5432/sagas?application_name=gw&connect_timeout=3",
         "postgresql:///sagas?host=/var/run/postgresql",
+        f"postgresql://app:{SECRET}@h1:5432,h2,[::1]:5433/sagas?target_session_attrs=read-write",
     ],
 )
 def test_accepted(url: str) -> None:
@@ -52,6 +53,8 @@ def test_redacted_keeps_everything_but_the_password() -> None:
         (f"mysql://app:{SECRET}@h/db", "postgresql://"),
         (f"postgresql://app:{SECRET}@h:notaport/db", "not a valid URL"),
         (f"postgresql://app:{SECRET}@h:99999/db", "not a valid URL"),
+        (f"postgresql://app:{SECRET}@h1:5432,,h2/db", "a host of the list is empty"),
+        (f"postgresql://app:{SECRET}@h1:5432,h2:x/db", "port 'x' is not a number"),
         (f"postgresql://app:{SECRET}@h/db?sslmode=sometimes", "sslmode='sometimes'"),
         (f"postgresql://app:{SECRET}@h/db?sslmod=require", "unknown parameter 'sslmod'"),
         (f"postgresql://app:{SECRET}@/db", "no host"),
