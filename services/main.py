@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 from engine.logging_setup import configure_logging
 from engine.telemetry import setup_tracing
@@ -13,7 +14,7 @@ from services.settings import ServiceName, ServiceSettings
 __all__ = ["run_service", "spec_for"]
 
 
-def spec_for(settings: ServiceSettings) -> ServiceSpec:
+def spec_for(settings: ServiceSettings) -> ServiceSpec[Any]:
     # Imported here so that one service does not load the others' modules.
     if settings.name is ServiceName.INVENTORY:
         from services.inventory import servicer as inventory

@@ -7,6 +7,8 @@ point (`ServiceSettings.from_env`), then passed down. Nothing reads os.environ e
   `dns:` name is not where one replica listens
 - `SAGA_GRPC_TLS_CERT`, `SAGA_GRPC_TLS_KEY`, `SAGA_GRPC_TLS_CA`: serve mutual TLS (all
   three or none; engine/net.py)
+- `ORDER_DATABASE_URL`, `PAYMENT_DATABASE_URL`, `INVENTORY_DATABASE_URL`: the ledger in
+  PostgreSQL (`postgresql://…`, its own schema), shared by replicas; unset = the SQLite file
 - `INVENTORY_SEED_STOCK`: stock of a new inventory ledger (prod_1=15,prod_2=10,prod_3=0)
 - `SAGA_SQLITE_SYNCHRONOUS`: FULL (survives power loss, the default) or NORMAL (a crash)
 - `SAGA_SQLITE_BUSY_TIMEOUT_MS`: how long a write waits for a lock held elsewhere (5000)
@@ -35,6 +37,7 @@ from engine.config import (
     parse_addr,
 )
 from engine.net import TlsFiles, env_tls
+from engine.pg import PgConfig, database_url
 from engine.sqlite import DbConfig, Synchronous
 from services.common.faults import FaultPlan, parse_faults
 from services.common.validate import MAX_ID_LEN, MAX_QUANTITY
@@ -59,6 +62,12 @@ METRICS_ADDRESSES: Final[dict[ServiceName, tuple[str, str]]] = {
     ServiceName.PAYMENT: ("PAYMENT_METRICS_ADDR", "127.0.0.1:9466"),
     ServiceName.INVENTORY: ("INVENTORY_METRICS_ADDR", "127.0.0.1:9467"),
 }
+# Each service's ledger in PostgreSQL; unset = `$SAGA_DATA_DIR/<service>.db`.
+DATABASE_URLS: Final[dict[ServiceName, str]] = {
+    ServiceName.ORDER: "ORDER_DATABASE_URL",
+    ServiceName.PAYMENT: "PAYMENT_DATABASE_URL",
+    ServiceName.INVENTORY: "INVENTORY_DATABASE_URL",
+}
 DEFAULT_SEED_STOCK: Final = "prod_1=15,prod_2=10,prod_3=0"
 SEED_VAR: Final = "INVENTORY_SEED_STOCK"
 
@@ -74,6 +83,7 @@ class ServiceSettings:
     seed_stock: tuple[tuple[str, int], ...] = ()  # inventory only
     faults: FaultPlan = field(default_factory=FaultPlan)
     metrics_addr: Address | None = None  # None: no metrics endpoint
+    database: PgConfig | None = None  # None: the SQLite file at ledger_path
     tls: TlsFiles | None = None  # None: plaintext
 
     @property
@@ -101,6 +111,7 @@ class ServiceSettings:
             seed_stock=seed,
             faults=fault_plan(env),
             metrics_addr=metrics_addr(env, *METRICS_ADDRESSES[service]),
+            database=database_url(env, DATABASE_URLS[service]),
             tls=env_tls(env),
         )
 

@@ -1,17 +1,15 @@
-"""What every servicer method goes through to reach its ledger: the caller's epoch, fault
-injection around the call, and the ledger store (one write unit, or one read snapshot)."""
+"""What every servicer method goes through to reach its ledger: the caller's epoch, and
+fault injection around the call (one write unit, or one read snapshot, of the ledger)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-import apsw
 import grpc.aio
 
 from services.common.faults import FaultInjector, Metadata
 from services.common.fencing import epoch_from_metadata
-from services.common.store import LedgerStore
 
 __all__ = ["Edge", "metadata_of"]
 
@@ -27,8 +25,7 @@ def metadata_of(context: Context) -> Metadata:
 class Edge:
     """The servicers' road to the ledger; one per service."""
 
-    def __init__(self, store: LedgerStore, faults: FaultInjector) -> None:
-        self.store = store
+    def __init__(self, faults: FaultInjector) -> None:
         self.faults = faults
 
     @staticmethod
@@ -36,18 +33,18 @@ class Edge:
         """The caller's fencing epoch (`x-saga-epoch`; 0 when absent)."""
         return epoch_from_metadata(metadata_of(context))
 
-    async def write(self, method: str, context: Context, unit: Callable[[apsw.Connection], T]) -> T:
-        """Run `unit` as one durable write unit, with the method's faults around it."""
+    async def write(self, method: str, context: Context, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call` (one durable write unit of the ledger), with the method's faults."""
         metadata = metadata_of(context)
         await self.faults.before(method, metadata, mutating=True)
-        result = await self.store.write(unit)
+        result = await call()
         self.faults.after_commit(method, metadata, mutating=True)
         return result
 
-    async def read(self, method: str, context: Context, query: Callable[[apsw.Connection], T]) -> T:
-        """Run `query` on one consistent snapshot of the ledger."""
+    async def read(self, method: str, context: Context, query: Callable[[], Awaitable[T]]) -> T:
+        """Run `query` (one consistent snapshot of the ledger), with the method's faults."""
         metadata = metadata_of(context)
         await self.faults.before(method, metadata, mutating=False)
-        result = await self.store.read(query)
+        result = await query()
         self.faults.after_commit(method, metadata, mutating=False)
         return result

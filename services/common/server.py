@@ -1,16 +1,21 @@
 """Server bootstrap shared by the three services: one lifespan that owns start-up and
 shutdown.
 
-Start-up: open the ledger (migrate, then the service's `prepare` unit, e.g. seeding stock),
-build the grpc.aio server with the service's servicer and grpc's health service, bind the
-address (mutual TLS when the settings carry certificates), start, and only then report
-SERVING. Shutdown (SIGTERM or SIGINT): the handler
-only sets a flag; the lifespan then reports NOT_SERVING, stops the server with a grace
-period for calls in flight, and closes the ledger after its queued writes are durable.
+Start-up: open the ledger (a SQLite file: migrate, then e.g. seed the stock; PostgreSQL:
+the same once the database answers), build the grpc.aio server with the service's
+servicer and grpc's health service, bind the address (mutual TLS when the settings carry
+certificates), start, and only then report SERVING. Shutdown (SIGTERM or SIGINT): the
+handler only sets a flag; the lifespan then reports NOT_SERVING, stops the server with a
+grace period for calls in flight, and closes the ledger after its queued writes are
+durable.
 
-A ledger write whose COMMIT outcome is unknown ends a serving process at once, exit code
-74 (engine.sqlite.end_process): its callers see UNAVAILABLE and retry, and the next start
-reads what is really durable.
+A SQLite ledger write whose COMMIT outcome is unknown ends a serving process at once, exit
+code 74 (engine.sqlite.end_process): its callers see UNAVAILABLE and retry, and the next
+start reads what is really durable. A PostgreSQL ledger goes on (its next transaction reads
+the truth from the server); the call whose COMMIT was cut answers UNKNOWN.
+
+A ledger in PostgreSQL may be away: the service then still starts, answers UNAVAILABLE,
+and a watcher keeps the health status NOT_SERVING until the database answers again.
 """
 
 from __future__ import annotations
@@ -21,11 +26,10 @@ import errno
 import logging
 import signal
 import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, Protocol, TypeVar
 
-import apsw
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,18 +38,21 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from engine.config import Address, format_addr
-from engine.errors import ListenError
+from engine.errors import ListenError, StorageError, StorageFault
 from engine.net import TlsFiles, is_loopback
 from engine.sqlite import end_process
+from services.common.backend import Ledger
 from services.common.edge import Edge
 from services.common.faults import FaultInjector, FaultPlan
 from services.common.observe import MetricsEndpoint, interceptors
-from services.common.store import LedgerStore
 from services.settings import ServiceSettings
 
 __all__ = ["RunningService", "ServiceSpec", "serve", "start"]
 
 log = logging.getLogger(__name__)
+
+L = TypeVar("L", bound=Ledger)
+HEALTH_POLL_S: Final = 1.0  # how often the health status follows the ledger's
 
 
 class Health(Protocol):
@@ -59,25 +66,25 @@ class Health(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    """What makes one service: its ledger schema, its servicers, its start-up unit."""
+class ServiceSpec(Generic[L]):
+    """What makes one service: how its ledger opens, and its servicers."""
 
     name: str
-    migrations: Sequence[str]
     service_names: tuple[str, ...]  # full gRPC names, reported to the health service
-    register: Callable[[grpc.aio.Server, Edge], None]
-    prepare: Callable[[apsw.Connection], object] | None = None  # one write unit at start
+    open_ledger: Callable[[ServiceSettings], Awaitable[L]]
+    register: Callable[[grpc.aio.Server, Edge, L], None]
 
 
 @dataclass(slots=True)
 class RunningService:
-    spec: ServiceSpec
+    spec: ServiceSpec[Any]  # any service's: only its name is read here
     settings: ServiceSettings
     server: grpc.aio.Server
     health: Health
-    store: LedgerStore
+    ledger: Ledger
     port: int
     metrics: MetricsEndpoint | None = None
+    watcher: asyncio.Task[None] | None = field(default=None)
 
     @property
     def address(self) -> str:
@@ -87,26 +94,37 @@ class RunningService:
         """NOT_SERVING, then stop taking calls (waiting `grace_s` for those in flight),
         then close the ledger once its queued writes are durable."""
         try:
+            if self.watcher is not None:
+                self.watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.watcher
             await self.health.enter_graceful_shutdown()
             await self.server.stop(self.settings.grace_s if grace_s is None else grace_s)
         finally:
-            await asyncio.to_thread(self.store.close)
+            await self.ledger.close()
             if self.metrics is not None:
                 self.metrics.close()
 
 
 async def start(
-    spec: ServiceSpec, settings: ServiceSettings, *, tracer_provider: TracerProvider | None = None
+    spec: ServiceSpec[L],
+    settings: ServiceSettings,
+    *,
+    tracer_provider: TracerProvider | None = None,
 ) -> RunningService:
     """Open the ledger and start serving; raises EngineError subclasses for a bad ledger
-    file (StorageError, MigrationError, LedgerOpenError) or address (ListenError).
+    file (StorageError, MigrationError, LedgerOpenError), a database that refuses the
+    service (StorageError CANTOPEN, SchemaTooNew) or an address (ListenError); a database
+    that does not answer yet is waited for while serving UNAVAILABLE.
     `tracer_provider`: where the server spans go (the process's global one when None)."""
-    store = await asyncio.to_thread(
-        LedgerStore, settings.db, spec.migrations, name=f"{spec.name}-ledger"
-    )
+    ledger = await spec.open_ledger(settings)
     try:
-        if spec.prepare is not None:
-            await store.write(spec.prepare)
+        try:
+            await ledger.ready()
+        except StorageError as exc:
+            if exc.fault is StorageFault.CANTOPEN:
+                raise  # it refuses this service (password, no such database): say so now
+            log.warning("%s: %s; answering UNAVAILABLE until it is back", spec.name, exc.message)
         registry = CollectorRegistry()
         # SO_REUSEPORT is grpc's default on Linux: without turning it off a second service
         # on the same port would start "fine" and share the traffic of the first.
@@ -114,7 +132,7 @@ async def start(
             interceptors=interceptors(spec.name, registry, tracer_provider),
             options=[("grpc.so_reuseport", 0)],
         )
-        spec.register(server, Edge(store, FaultInjector(settings.faults)))
+        spec.register(server, Edge(FaultInjector(settings.faults)), ledger)
         health: Health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -124,11 +142,35 @@ async def start(
             metrics = MetricsEndpoint.start(settings.metrics_addr, registry, spec.name)
         await server.start()
     except BaseException:
-        await asyncio.to_thread(store.close)
+        await ledger.close()
         raise
-    for name in ("", *spec.service_names):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(spec, settings, server, health, store, port, metrics)
+    names = ("", *spec.service_names)
+    serving = await ledger.check()
+    if serving:
+        await _set(health, names, serving=True)
+    watcher = asyncio.create_task(
+        _follow(ledger, health, names, serving), name=f"{spec.name}-health"
+    )
+    return RunningService(spec, settings, server, health, ledger, port, metrics, watcher)
+
+
+async def _follow(ledger: Ledger, health: Health, names: tuple[str, ...], serving: bool) -> None:
+    """Keep the health status SERVING while the ledger can be used, NOT_SERVING while not."""
+    while True:
+        await asyncio.sleep(HEALTH_POLL_S)
+        now = await ledger.check()
+        if now != serving:
+            await _set(health, names, serving=now)
+            log.warning("ledger %s is %s", ledger.where, "back" if now else "unavailable")
+            serving = now
+
+
+async def _set(health: Health, names: tuple[str, ...], *, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.NOT_SERVING
+    if serving:
+        status = health_pb2.HealthCheckResponse.SERVING
+    for name in names:
+        await health.set(name, status)
 
 
 def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
@@ -180,7 +222,7 @@ def _unbindable(addr: Address) -> str | None:
     return None
 
 
-async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
+async def serve(spec: ServiceSpec[L], settings: ServiceSettings) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     _warn_if_faults(settings.faults, spec.name)
     _warn_if_open(settings, spec.name)
@@ -192,10 +234,10 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         running = await start(spec, settings)
-        running.store.on_poisoned(end_process)
+        running.ledger.on_poisoned(end_process)
         metrics = f", metrics on {running.metrics.address}" if running.metrics else ""
         print(
-            f"{spec.name} serving on {running.address} (ledger {settings.ledger_path}{metrics})",
+            f"{spec.name} serving on {running.address} (ledger {running.ledger.where}{metrics})",
             flush=True,
         )
         try:

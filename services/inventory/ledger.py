@@ -37,9 +37,11 @@ __all__ = [
     "StockView",
     "decide_release",
     "decide_reserve",
+    "describe",
     "list_reservations",
     "release",
     "reservation",
+    "reservation_size",
     "reserve",
     "seed",
     "stock",
@@ -158,7 +160,7 @@ def seed(conn: apsw.Connection, stock: Sequence[StockLine]) -> bool:
 
 def reserve(conn: apsw.Connection, order_id: str, epoch: int, lines: Sequence[StockLine]) -> Answer:
     ordered = sorted(lines)
-    call = MutatingCall(order_id, "Reserve", _describe(ordered), epoch)
+    call = MutatingCall(order_id, "Reserve", describe(ordered), epoch)
     return once(conn, call, lambda: _reserve(conn, order_id, ordered))
 
 
@@ -221,7 +223,7 @@ def _write(
     )
 
 
-def _describe(lines: Iterable[StockLine]) -> str:
+def describe(lines: Iterable[StockLine]) -> str:
     return "items " + ",".join(f"{product}x{quantity}" for product, quantity in lines)
 
 
@@ -272,10 +274,10 @@ def list_reservations(conn: apsw.Connection, page: PageRequest) -> LedgerPage[Re
         )
         for order_id, state, reason in rows
     ]
-    return LedgerPage.of(records, page.limit, lambda r: r.order_id, _size)
+    return LedgerPage.of(records, page.limit, lambda r: r.order_id, reservation_size)
 
 
-def _size(record: Reservation) -> int:
+def reservation_size(record: Reservation) -> int:
     """About the bytes of a record on the wire, to keep a page under the message limit."""
     return 32 + len(record.order_id) + sum(16 + len(product) for product, _ in record.items)
 

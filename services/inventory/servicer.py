@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import apsw
 import grpc.aio
 
 from proto.inventory.v1 import inventory_pb2 as pb
@@ -17,6 +16,7 @@ from services.common.paging import page_request
 from services.common.server import ServiceSpec
 from services.common.status import rpc
 from services.inventory import ledger
+from services.inventory.backends import InventoryLedger, open_ledger
 from services.settings import ServiceSettings
 
 __all__ = ["InventoryServicer", "spec"]
@@ -30,8 +30,9 @@ STATES: Final[dict[ledger.ReservationState, pb.ReservationState.ValueType]] = {
 
 
 class InventoryServicer(pb_grpc.InventoryServicer):
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Edge, ledger: InventoryLedger) -> None:
         self.edge = edge
+        self.ledger = ledger
 
     @rpc
     async def Reserve(
@@ -43,7 +44,7 @@ class InventoryServicer(pb_grpc.InventoryServicer):
         lines = validate.items("items", request.items)
         epoch = self.edge.epoch(context)
         answer = await self.edge.write(
-            "Reserve", context, lambda conn: ledger.reserve(conn, order_id, epoch, lines)
+            "Reserve", context, lambda: self.ledger.reserve(order_id, epoch, lines)
         )
         return pb.ReserveResponse(success=answer.success, reason=answer.reason)
 
@@ -56,7 +57,7 @@ class InventoryServicer(pb_grpc.InventoryServicer):
         order_id = validate.identifier("order_id", request.order_id)
         epoch = self.edge.epoch(context)
         answer = await self.edge.write(
-            "Release", context, lambda conn: ledger.release(conn, order_id, epoch)
+            "Release", context, lambda: self.ledger.release(order_id, epoch)
         )
         return pb.ReleaseResponse(success=answer.success)
 
@@ -74,9 +75,7 @@ class InventoryServicer(pb_grpc.InventoryServicer):
             validate.identifier(f"product_ids[{i}]", product)
             for i, product in enumerate(request.product_ids)
         ]
-        view = await self.edge.read(
-            "GetStock", context, lambda conn: ledger.stock(conn, product_ids)
-        )
+        view = await self.edge.read("GetStock", context, lambda: self.ledger.stock(product_ids))
         return pb.GetStockResponse(
             available=view.available, initial=view.initial, reserved=view.reserved
         )
@@ -89,7 +88,7 @@ class InventoryServicer(pb_grpc.InventoryServicer):
     ) -> pb.GetReservationResponse:
         order_id = validate.identifier("order_id", request.order_id)
         found = await self.edge.read(
-            "GetReservation", context, lambda conn: ledger.reservation(conn, order_id)
+            "GetReservation", context, lambda: self.ledger.reservation(order_id)
         )
         return pb.GetReservationResponse(
             state=STATES[found.state], items=_items(found.items), reason=found.reason
@@ -103,7 +102,7 @@ class InventoryServicer(pb_grpc.InventoryServicer):
     ) -> pb.ListReservationsResponse:
         page = page_request(request.page_size, request.page_token)
         found = await self.edge.read(
-            "ListReservations", context, lambda conn: ledger.list_reservations(conn, page)
+            "ListReservations", context, lambda: self.ledger.list_reservations(page)
         )
         return pb.ListReservationsResponse(
             reservations=[
@@ -123,19 +122,15 @@ def _items(lines: tuple[ledger.StockLine, ...]) -> list[pb.StockItem]:
     return [pb.StockItem(product_id=product, quantity=quantity) for product, quantity in lines]
 
 
-def spec(settings: ServiceSettings) -> ServiceSpec:
-    """The inventory service: its ledger, its servicer, and the seeding of a new ledger."""
+def spec(settings: ServiceSettings) -> ServiceSpec[InventoryLedger]:
+    """The inventory service: its ledger (seeded when new) and its servicer."""
 
-    def register(server: grpc.aio.Server, edge: Edge) -> None:
-        pb_grpc.add_InventoryServicer_to_server(InventoryServicer(edge), server)
-
-    def prepare(conn: apsw.Connection) -> bool:
-        return ledger.seed(conn, settings.seed_stock)
+    def register(server: grpc.aio.Server, edge: Edge, ledger: InventoryLedger) -> None:
+        pb_grpc.add_InventoryServicer_to_server(InventoryServicer(edge, ledger), server)
 
     return ServiceSpec(
         name=settings.name,
-        migrations=ledger.MIGRATIONS,
         service_names=(pb.DESCRIPTOR.services_by_name["Inventory"].full_name,),
+        open_ledger=open_ledger,
         register=register,
-        prepare=prepare,
     )

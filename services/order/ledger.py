@@ -30,10 +30,13 @@ __all__ = [
     "LedgerOrder",
     "LedgerStatus",
     "OrderLine",
+    "check_repeat",
     "create",
     "decide_status",
     "get",
     "list_orders",
+    "new_order",
+    "order_size",
     "total_cents",
     "update_status",
 ]
@@ -98,6 +101,26 @@ def decide_status(current: LedgerStatus, requested: LedgerStatus) -> tuple[bool,
     return current is requested, False
 
 
+def new_order(order_id: str, customer_id: str, lines: Sequence[OrderLine]) -> LedgerOrder:
+    return LedgerOrder(
+        order_id, customer_id, tuple(lines), LedgerStatus.PENDING, total_cents(lines)
+    )
+
+
+def check_repeat(
+    existing: LedgerOrder, customer_id: str, lines: Sequence[OrderLine]
+) -> LedgerOrder:
+    """A CreateOrder of an existing id: the order as it is now, if the call is the same."""
+    if existing.customer_id != customer_id or sorted(existing.items) != sorted(lines):
+        raise ConflictingRepeat(
+            existing.id,
+            "CreateOrder",
+            f"customer {existing.customer_id!r} and items {_describe(existing.items)} "
+            f"(now customer {customer_id!r} and items {_describe(lines)})",
+        )
+    return existing
+
+
 # --- mutations (each one write unit) -------------------------------------------------
 
 
@@ -107,17 +130,8 @@ def create(
     fence(conn, order_id, epoch)
     existing = get(conn, order_id)
     if existing is not None:
-        if existing.customer_id != customer_id or sorted(existing.items) != sorted(lines):
-            raise ConflictingRepeat(
-                order_id,
-                "CreateOrder",
-                f"customer {existing.customer_id!r} and items {_describe(existing.items)} "
-                f"(now customer {customer_id!r} and items {_describe(lines)})",
-            )
-        return existing
-    order = LedgerOrder(
-        order_id, customer_id, tuple(lines), LedgerStatus.PENDING, total_cents(lines)
-    )
+        return check_repeat(existing, customer_id, lines)
+    order = new_order(order_id, customer_id, lines)
     conn.execute(
         "INSERT INTO orders (id, customer_id, status, total_cents, reason) VALUES (?, ?, ?, ?, '')",
         (order.id, order.customer_id, order.status, order.total_cents),
@@ -186,10 +200,10 @@ def list_orders(conn: apsw.Connection, page: PageRequest) -> LedgerPage[LedgerOr
         ):
             lines.setdefault(order_id, []).append((product, quantity, price))
     orders = [_order(row, lines.get(row[0], [])) for row in rows]
-    return LedgerPage.of(orders, page.limit, lambda o: o.id, _size)
+    return LedgerPage.of(orders, page.limit, lambda o: o.id, order_size)
 
 
-def _size(order: LedgerOrder) -> int:
+def order_size(order: LedgerOrder) -> int:
     """About the bytes of an order on the wire, to keep a page under the message limit."""
     fixed = 48 + len(order.id) + len(order.customer_id) + len(order.reason)
     return fixed + sum(24 + len(product) for product, _, _ in order.items)

@@ -16,6 +16,7 @@ from services.common.paging import page_request
 from services.common.server import ServiceSpec
 from services.common.status import rpc
 from services.order import ledger
+from services.order.backends import OrderLedger, open_ledger
 from services.settings import ServiceSettings
 
 __all__ = ["OrderServicer", "spec"]
@@ -32,8 +33,9 @@ TERMINAL: Final[dict[int, ledger.LedgerStatus]] = {
 
 
 class OrderServicer(pb_grpc.OrderServicer):
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Edge, ledger: OrderLedger) -> None:
         self.edge = edge
+        self.ledger = ledger
 
     @rpc
     async def CreateOrder(
@@ -59,7 +61,7 @@ class OrderServicer(pb_grpc.OrderServicer):
         order = await self.edge.write(
             "CreateOrder",
             context,
-            lambda conn: ledger.create(conn, order_id, epoch, customer_id, lines),
+            lambda: self.ledger.create(order_id, epoch, customer_id, lines),
         )
         return pb.CreateOrderResponse(order=_info(order))
 
@@ -70,7 +72,7 @@ class OrderServicer(pb_grpc.OrderServicer):
         context: grpc.aio.ServicerContext[pb.GetOrderRequest, pb.GetOrderResponse],
     ) -> pb.GetOrderResponse:
         order_id = validate.identifier("id", request.id)
-        order = await self.edge.read("GetOrder", context, lambda conn: ledger.get(conn, order_id))
+        order = await self.edge.read("GetOrder", context, lambda: self.ledger.get(order_id))
         if order is None:
             raise NotFound(order_id)
         return pb.GetOrderResponse(order=_info(order))
@@ -95,7 +97,7 @@ class OrderServicer(pb_grpc.OrderServicer):
         success = await self.edge.write(
             "UpdateOrderStatus",
             context,
-            lambda conn: ledger.update_status(conn, order_id, epoch, status, reason),
+            lambda: self.ledger.update_status(order_id, epoch, status, reason),
         )
         return pb.UpdateOrderStatusResponse(success=success)
 
@@ -106,9 +108,7 @@ class OrderServicer(pb_grpc.OrderServicer):
         context: grpc.aio.ServicerContext[pb.ListOrdersRequest, pb.ListOrdersResponse],
     ) -> pb.ListOrdersResponse:
         page = page_request(request.page_size, request.page_token)
-        found = await self.edge.read(
-            "ListOrders", context, lambda conn: ledger.list_orders(conn, page)
-        )
+        found = await self.edge.read("ListOrders", context, lambda: self.ledger.list_orders(page))
         return pb.ListOrdersResponse(
             orders=[_info(order) for order in found.records], next_page_token=found.next_token
         )
@@ -128,13 +128,13 @@ def _info(order: ledger.LedgerOrder) -> pb.OrderInfo:
     )
 
 
-def spec(settings: ServiceSettings) -> ServiceSpec:
-    def register(server: grpc.aio.Server, edge: Edge) -> None:
-        pb_grpc.add_OrderServicer_to_server(OrderServicer(edge), server)
+def spec(settings: ServiceSettings) -> ServiceSpec[OrderLedger]:
+    def register(server: grpc.aio.Server, edge: Edge, ledger: OrderLedger) -> None:
+        pb_grpc.add_OrderServicer_to_server(OrderServicer(edge, ledger), server)
 
     return ServiceSpec(
         name=settings.name,
-        migrations=ledger.MIGRATIONS,
         service_names=(pb.DESCRIPTOR.services_by_name["Order"].full_name,),
+        open_ledger=open_ledger,
         register=register,
     )

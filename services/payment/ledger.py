@@ -30,6 +30,7 @@ __all__ = [
     "PaymentState",
     "Reason",
     "charge",
+    "charge_request",
     "decide_charge",
     "decide_refund",
     "list_payments",
@@ -108,9 +109,14 @@ def decide_refund(current: Payment) -> Decision:
 def charge(
     conn: apsw.Connection, order_id: str, epoch: int, amount_cents: int, customer_id: str = ""
 ) -> Answer:
-    # The repeat check compares the amount only: it is what a charge takes.
-    call = MutatingCall(order_id, "Charge", f"amount_cents={amount_cents}", epoch)
+    call = MutatingCall(order_id, "Charge", charge_request(amount_cents), epoch)
     return once(conn, call, lambda: _charge(conn, order_id, amount_cents, customer_id))
+
+
+def charge_request(amount_cents: int) -> str:
+    """A Charge's canonical request text. The repeat check compares the amount only: it is
+    what a charge takes."""
+    return f"amount_cents={amount_cents}"
 
 
 def _charge(conn: apsw.Connection, order_id: str, amount_cents: int, customer_id: str) -> Answer:

@@ -15,6 +15,7 @@ from services.common.paging import page_request
 from services.common.server import ServiceSpec
 from services.common.status import rpc
 from services.payment import ledger
+from services.payment.backends import PaymentLedger, open_ledger
 from services.settings import ServiceSettings
 
 __all__ = ["PaymentServicer", "spec"]
@@ -28,8 +29,9 @@ STATES: Final[dict[ledger.PaymentState, pb.PaymentState.ValueType]] = {
 
 
 class PaymentServicer(pb_grpc.PaymentServicer):
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Edge, ledger: PaymentLedger) -> None:
         self.edge = edge
+        self.ledger = ledger
 
     @rpc
     async def Charge(
@@ -47,7 +49,7 @@ class PaymentServicer(pb_grpc.PaymentServicer):
         answer = await self.edge.write(
             "Charge",
             context,
-            lambda conn: ledger.charge(conn, order_id, epoch, amount, customer_id),
+            lambda: self.ledger.charge(order_id, epoch, amount, customer_id),
         )
         return pb.ChargeResponse(success=answer.success, reason=answer.reason)
 
@@ -60,7 +62,7 @@ class PaymentServicer(pb_grpc.PaymentServicer):
         order_id = validate.identifier("order_id", request.order_id)
         epoch = self.edge.epoch(context)
         answer = await self.edge.write(
-            "Refund", context, lambda conn: ledger.refund(conn, order_id, epoch)
+            "Refund", context, lambda: self.ledger.refund(order_id, epoch)
         )
         return pb.RefundResponse(success=answer.success)
 
@@ -71,9 +73,7 @@ class PaymentServicer(pb_grpc.PaymentServicer):
         context: grpc.aio.ServicerContext[pb.GetPaymentRequest, pb.GetPaymentResponse],
     ) -> pb.GetPaymentResponse:
         order_id = validate.identifier("order_id", request.order_id)
-        found = await self.edge.read(
-            "GetPayment", context, lambda conn: ledger.payment(conn, order_id)
-        )
+        found = await self.edge.read("GetPayment", context, lambda: self.ledger.payment(order_id))
         return pb.GetPaymentResponse(
             state=STATES[found.state], amount_cents=found.amount_cents, reason=found.reason
         )
@@ -86,7 +86,7 @@ class PaymentServicer(pb_grpc.PaymentServicer):
     ) -> pb.ListPaymentsResponse:
         page = page_request(request.page_size, request.page_token)
         found = await self.edge.read(
-            "ListPayments", context, lambda conn: ledger.list_payments(conn, page)
+            "ListPayments", context, lambda: self.ledger.list_payments(page)
         )
         return pb.ListPaymentsResponse(
             payments=[
@@ -103,13 +103,13 @@ class PaymentServicer(pb_grpc.PaymentServicer):
         )
 
 
-def spec(settings: ServiceSettings) -> ServiceSpec:
-    def register(server: grpc.aio.Server, edge: Edge) -> None:
-        pb_grpc.add_PaymentServicer_to_server(PaymentServicer(edge), server)
+def spec(settings: ServiceSettings) -> ServiceSpec[PaymentLedger]:
+    def register(server: grpc.aio.Server, edge: Edge, ledger: PaymentLedger) -> None:
+        pb_grpc.add_PaymentServicer_to_server(PaymentServicer(edge, ledger), server)
 
     return ServiceSpec(
         name=settings.name,
-        migrations=ledger.MIGRATIONS,
         service_names=(pb.DESCRIPTOR.services_by_name["Payment"].full_name,),
+        open_ledger=open_ledger,
         register=register,
     )

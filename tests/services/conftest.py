@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -8,7 +8,9 @@ import pytest
 from proto.inventory.v1 import inventory_pb2_grpc
 from proto.order.v1 import order_pb2_grpc
 from proto.payment.v1 import payment_pb2_grpc
+from services.settings import ServiceSettings
 from tests.services.helpers import serving, settings_for
+from tests.support.pg import fresh_database
 from tests.support.procs import kill_all
 
 
@@ -34,3 +36,19 @@ async def payment(tmp_path: Path) -> AsyncIterator[payment_pb2_grpc.PaymentAsync
 async def order(tmp_path: Path) -> AsyncIterator[order_pb2_grpc.OrderAsyncStub]:
     async with serving(settings_for("order", tmp_path)) as (_, channel):
         yield order_pb2_grpc.OrderStub(channel)
+
+
+LedgerSettings = Callable[[str], ServiceSettings]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def ledger_settings(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[LedgerSettings]:
+    """A service's settings with its ledger in SQLite, then in a fresh PostgreSQL
+    database: every ledger test runs against both adapters of its port."""
+    if request.param == "sqlite":
+        yield lambda name: settings_for(name, tmp_path)
+        return
+    with fresh_database() as url:
+        yield lambda name: settings_for(name, tmp_path, database_url=url)

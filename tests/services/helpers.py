@@ -13,6 +13,7 @@ import apsw
 import grpc
 import grpc.aio
 
+from engine.pg.settings import parse_url
 from engine.sqlite import DbConfig, migrate, open_connection, transaction
 from services.common.server import RunningService, start
 from services.main import spec_for
@@ -35,13 +36,18 @@ def unit(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
         return fn(conn)
 
 
-def settings_for(name: str, data_dir: Path, **overrides: object) -> ServiceSettings:
+def settings_for(
+    name: str, data_dir: Path, *, database_url: str | None = None, **overrides: object
+) -> ServiceSettings:
+    """A service's settings for a test: a free port, its ledger in `data_dir`, or in the
+    PostgreSQL database at `database_url`."""
     settings = ServiceSettings(
         name=ServiceName(name),
         addr=("127.0.0.1", 0),  # the OS picks a free port
         ledger_path=data_dir / f"{name}.db",
         grace_s=1.0,
         seed_stock=SEED if name == "inventory" else (),
+        database=None if database_url is None else parse_url(database_url, "test database"),
     )
     return replace(settings, **overrides)  # type: ignore[arg-type]
 

@@ -1,163 +1,185 @@
-"""The inventory ledger's rules, against a real SQLite file, one write unit per call."""
+"""The inventory ledger's rules, through its port, against a real SQLite file and a real
+PostgreSQL database (the `ledger_settings` fixture runs each test on both)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import apsw
+import asyncpg
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common.backend import PgBacked, SqliteBacked
 from services.common.errors import ConflictingRepeat, EpochFenced
 from services.common.journal import Answer
 from services.common.paging import PageRequest
 from services.inventory import ledger
+from services.inventory.backends import InventoryLedger, open_ledger
 from services.inventory.ledger import Reason, ReservationState
-from tests.services.helpers import SEED, ledger_conn, unit
+from tests.services.conftest import LedgerSettings
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> apsw.Connection:
-    conn = ledger_conn(tmp_path / "inventory.db", ledger.MIGRATIONS)
-    assert unit(conn, lambda c: ledger.seed(c, SEED))
-    return conn
+async def inv(ledger_settings: LedgerSettings) -> AsyncIterator[InventoryLedger]:
+    opened = await open_ledger(ledger_settings("inventory"))
+    await opened.ready()
+    yield opened
+    await opened.close()
 
 
-def reserve(
-    conn: apsw.Connection, order_id: str, items: list[tuple[str, int]], epoch: int = 0
-) -> Answer:
-    return unit(conn, lambda c: ledger.reserve(c, order_id, epoch, items))
+async def available(inv: InventoryLedger) -> dict[str, int]:
+    return dict((await inv.stock()).available)
 
 
-def release(conn: apsw.Connection, order_id: str, epoch: int = 0) -> Answer:
-    return unit(conn, lambda c: ledger.release(c, order_id, epoch))
-
-
-def available(conn: apsw.Connection) -> dict[str, int]:
-    return dict(ledger.stock(conn).available)
-
-
-def assert_balanced(conn: apsw.Connection) -> None:
-    view = ledger.stock(conn)
+async def assert_balanced(inv: InventoryLedger) -> None:
+    view = await inv.stock()
     for product, initial in view.initial.items():
         assert view.available[product] >= 0
         assert initial == view.available[product] + view.reserved[product], product
 
 
-def test_reserve_takes_every_item_and_a_repeat_gets_the_first_answer(
-    conn: apsw.Connection,
+async def test_reserve_takes_every_item_and_a_repeat_gets_the_first_answer(
+    inv: InventoryLedger,
 ) -> None:
     items = [("prod_1", 2), ("prod_2", 3)]
-    assert reserve(conn, "o1", items) == Answer(True)
-    assert available(conn) == {"prod_1": 13, "prod_2": 7, "prod_3": 0}
-    assert reserve(conn, "o1", list(reversed(items))) == Answer(True)  # same set of items
-    assert available(conn) == {"prod_1": 13, "prod_2": 7, "prod_3": 0}, "applied once"
-    found = ledger.reservation(conn, "o1")
+    assert await inv.reserve("o1", 0, items) == Answer(True)
+    assert await available(inv) == {"prod_1": 13, "prod_2": 7, "prod_3": 0}
+    assert await inv.reserve("o1", 0, list(reversed(items))) == Answer(True)  # same set
+    assert await available(inv) == {"prod_1": 13, "prod_2": 7, "prod_3": 0}, "applied once"
+    found = await inv.reservation("o1")
     assert found.state is ReservationState.RESERVED
     assert found.items == (("prod_1", 2), ("prod_2", 3))
-    assert_balanced(conn)
+    await assert_balanced(inv)
 
 
-def test_reserve_is_all_or_nothing(conn: apsw.Connection) -> None:
-    assert reserve(conn, "o1", [("prod_1", 2), ("prod_2", 11)]) == Answer(
+async def test_reserve_is_all_or_nothing(inv: InventoryLedger) -> None:
+    assert await inv.reserve("o1", 0, [("prod_1", 2), ("prod_2", 11)]) == Answer(
         False, Reason.OUT_OF_STOCK
     )
-    assert available(conn) == {"prod_1": 15, "prod_2": 10, "prod_3": 0}
-    found = ledger.reservation(conn, "o1")
+    assert await available(inv) == {"prod_1": 15, "prod_2": 10, "prod_3": 0}
+    found = await inv.reservation("o1")
     assert (found.state, found.reason) == (ReservationState.REJECTED, "out_of_stock")
     assert found.items == (("prod_1", 2), ("prod_2", 11))  # what was asked, for the audit
-    assert reserve(conn, "o1", [("prod_1", 2), ("prod_2", 11)]).reason == "out_of_stock"
+    again = await inv.reserve("o1", 0, [("prod_1", 2), ("prod_2", 11)])
+    assert again.reason == "out_of_stock"
 
 
-def test_prod_3_starts_at_zero_and_unknown_products_are_rejected(conn: apsw.Connection) -> None:
-    assert reserve(conn, "o1", [("prod_3", 1)]) == Answer(False, Reason.OUT_OF_STOCK)
-    assert reserve(conn, "o2", [("prod_1", 99), ("nope", 1)]) == Answer(
+async def test_prod_3_starts_at_zero_and_unknown_products_are_rejected(
+    inv: InventoryLedger,
+) -> None:
+    assert await inv.reserve("o1", 0, [("prod_3", 1)]) == Answer(False, Reason.OUT_OF_STOCK)
+    assert await inv.reserve("o2", 0, [("prod_1", 99), ("nope", 1)]) == Answer(
         False, Reason.UNKNOWN_PRODUCT
     )
-    assert ledger.reservation(conn, "o2").state is ReservationState.REJECTED
-    assert available(conn) == {"prod_1": 15, "prod_2": 10, "prod_3": 0}
+    assert (await inv.reservation("o2")).state is ReservationState.REJECTED
+    assert await available(inv) == {"prod_1": 15, "prod_2": 10, "prod_3": 0}
 
 
-def test_the_last_units_go_to_exactly_one_order(conn: apsw.Connection) -> None:
-    assert reserve(conn, "a", [("prod_2", 10)]).success
-    assert reserve(conn, "b", [("prod_2", 1)]) == Answer(False, Reason.OUT_OF_STOCK)
-    assert available(conn)["prod_2"] == 0
-    assert_balanced(conn)
+async def test_the_last_units_go_to_exactly_one_order(inv: InventoryLedger) -> None:
+    assert (await inv.reserve("a", 0, [("prod_2", 10)])).success
+    assert await inv.reserve("b", 0, [("prod_2", 1)]) == Answer(False, Reason.OUT_OF_STOCK)
+    assert (await available(inv))["prod_2"] == 0
+    await assert_balanced(inv)
 
 
-def test_release_gives_the_stock_back(conn: apsw.Connection) -> None:
-    reserve(conn, "o1", [("prod_1", 5)])
-    assert release(conn, "o1") == Answer(True)
-    assert available(conn)["prod_1"] == 15
-    found = ledger.reservation(conn, "o1")
+async def test_release_gives_the_stock_back(inv: InventoryLedger) -> None:
+    await inv.reserve("o1", 0, [("prod_1", 5)])
+    assert await inv.release("o1", 0) == Answer(True)
+    assert (await available(inv))["prod_1"] == 15
+    found = await inv.reservation("o1")
     assert (found.state, found.items) == (ReservationState.RELEASED, (("prod_1", 5),))
-    assert release(conn, "o1") == Answer(True)
-    assert available(conn)["prod_1"] == 15, "a repeated release gives nothing back twice"
+    assert await inv.release("o1", 0) == Answer(True)
+    assert (await available(inv))["prod_1"] == 15, "a repeated release gives nothing back twice"
     # A repeat of the reserve gets its first answer, and takes nothing again.
-    assert reserve(conn, "o1", [("prod_1", 5)]) == Answer(True)
-    assert available(conn)["prod_1"] == 15
-    assert ledger.reservation(conn, "o1").state is ReservationState.RELEASED
-    assert_balanced(conn)
+    assert await inv.reserve("o1", 0, [("prod_1", 5)]) == Answer(True)
+    assert (await available(inv))["prod_1"] == 15
+    assert (await inv.reservation("o1")).state is ReservationState.RELEASED
+    await assert_balanced(inv)
 
 
-def test_release_before_reserve_leaves_a_tombstone_that_refuses_the_reserve(
-    conn: apsw.Connection,
+async def test_release_before_reserve_leaves_a_tombstone_that_refuses_the_reserve(
+    inv: InventoryLedger,
 ) -> None:
-    assert release(conn, "late") == Answer(True)
-    tomb = ledger.reservation(conn, "late")
+    assert await inv.release("late", 0) == Answer(True)
+    tomb = await inv.reservation("late")
     assert (tomb.state, tomb.items) == (ReservationState.RELEASED, ())
-    assert reserve(conn, "late", [("prod_1", 1)]) == Answer(False, Reason.ALREADY_RELEASED)
-    assert reserve(conn, "late", [("prod_1", 1)]) == Answer(False, Reason.ALREADY_RELEASED)
-    assert available(conn)["prod_1"] == 15
-    assert ledger.reservation(conn, "late").state is ReservationState.RELEASED
+    refused = Answer(False, Reason.ALREADY_RELEASED)
+    assert await inv.reserve("late", 0, [("prod_1", 1)]) == refused
+    assert await inv.reserve("late", 0, [("prod_1", 1)]) == refused
+    assert (await available(inv))["prod_1"] == 15
+    assert (await inv.reservation("late")).state is ReservationState.RELEASED
 
 
-def test_release_of_a_rejected_reservation_keeps_it_rejected(conn: apsw.Connection) -> None:
-    reserve(conn, "o1", [("prod_3", 1)])
-    assert release(conn, "o1") == Answer(True)
-    assert ledger.reservation(conn, "o1").state is ReservationState.REJECTED
-    assert available(conn)["prod_3"] == 0
+async def test_release_of_a_rejected_reservation_keeps_it_rejected(inv: InventoryLedger) -> None:
+    await inv.reserve("o1", 0, [("prod_3", 1)])
+    assert await inv.release("o1", 0) == Answer(True)
+    assert (await inv.reservation("o1")).state is ReservationState.REJECTED
+    assert (await available(inv))["prod_3"] == 0
 
 
-def test_a_repeat_with_other_items_is_refused_and_changes_nothing(conn: apsw.Connection) -> None:
-    reserve(conn, "o1", [("prod_1", 2)])
+async def test_a_repeat_with_other_items_is_refused_and_changes_nothing(
+    inv: InventoryLedger,
+) -> None:
+    await inv.reserve("o1", 0, [("prod_1", 2)])
     with pytest.raises(ConflictingRepeat, match="prod_1x2"):
-        reserve(conn, "o1", [("prod_1", 3)])
-    assert available(conn)["prod_1"] == 13
-    assert ledger.reservation(conn, "o1").items == (("prod_1", 2),)
+        await inv.reserve("o1", 0, [("prod_1", 3)])
+    assert (await available(inv))["prod_1"] == 13
+    assert (await inv.reservation("o1")).items == (("prod_1", 2),)
 
 
-def test_epoch_fencing(conn: apsw.Connection) -> None:
-    assert reserve(conn, "o1", [("prod_1", 1)], epoch=3).success
+async def test_epoch_fencing(inv: InventoryLedger) -> None:
+    assert (await inv.reserve("o1", 3, [("prod_1", 1)])).success
     with pytest.raises(EpochFenced) as info:
-        reserve(conn, "o1", [("prod_1", 1)], epoch=2)  # refused even though it is a repeat
+        await inv.reserve("o1", 2, [("prod_1", 1)])  # refused even though it is a repeat
     assert (info.value.epoch, info.value.highest) == (2, 3)
     with pytest.raises(EpochFenced):
-        release(conn, "o1", epoch=2)
-    assert ledger.reservation(conn, "o1").state is ReservationState.RESERVED
-    assert reserve(conn, "o1", [("prod_1", 1)], epoch=3).success  # equal: accepted
-    assert release(conn, "o1", epoch=5).success  # higher: accepted, and raises the bar
+        await inv.release("o1", 2)
+    assert (await inv.reservation("o1")).state is ReservationState.RESERVED
+    assert (await inv.reserve("o1", 3, [("prod_1", 1)])).success  # equal: accepted
+    assert (await inv.release("o1", 5)).success  # higher: accepted, and raises the bar
     with pytest.raises(EpochFenced):
-        release(conn, "o1", epoch=4)
-    assert reserve(conn, "other", [("prod_1", 1)], epoch=0).success  # per order
-    assert_balanced(conn)
+        await inv.release("o1", 4)
+    assert (await inv.reserve("other", 0, [("prod_1", 1)])).success  # per order
+    await assert_balanced(inv)
 
 
-def test_the_seed_is_applied_only_to_a_new_ledger(conn: apsw.Connection) -> None:
-    reserve(conn, "o1", [("prod_1", 1)])
-    assert not unit(conn, lambda c: ledger.seed(c, (("prod_1", 100), ("prod_9", 1))))
-    assert ledger.stock(conn).initial == {"prod_1": 15, "prod_2": 10, "prod_3": 0}
+async def test_the_seed_is_applied_only_to_a_new_ledger(
+    inv: InventoryLedger, ledger_settings: LedgerSettings
+) -> None:
+    await inv.reserve("o1", 0, [("prod_1", 1)])
+    # A second opening of the same ledger (a restart, or another replica) with other seed
+    # stock: the ledger is not new, so nothing changes.
+    other = await open_ledger(
+        replace(ledger_settings("inventory"), seed_stock=(("prod_1", 100), ("prod_9", 1)))
+    )
+    try:
+        await other.ready()
+        assert (await other.stock()).initial == {"prod_1": 15, "prod_2": 10, "prod_3": 0}
+        assert (await other.stock()).available["prod_1"] == 14
+    finally:
+        await other.close()
 
 
-def test_stock_can_never_go_negative(conn: apsw.Connection) -> None:
-    with pytest.raises(apsw.ConstraintError):
-        unit(conn, lambda c: c.execute("UPDATE products SET available = -1"))
+async def test_stock_can_never_go_negative(inv: InventoryLedger) -> None:
+    if isinstance(inv, SqliteBacked):
+        with pytest.raises(apsw.ConstraintError):
+            await inv.store.write(lambda c: c.execute("UPDATE products SET available = -1"))
+    else:
+        assert isinstance(inv, PgBacked)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await inv.store.write(
+                lambda c: c.execute("UPDATE inventory_svc.products SET available = -1")
+            )
+    assert await available(inv) == {"prod_1": 15, "prod_2": 10, "prod_3": 0}
 
 
-def test_stock_of_named_products(conn: apsw.Connection) -> None:
-    reserve(conn, "o1", [("prod_2", 4)])
-    view = ledger.stock(conn, ["prod_2", "nope"])
+async def test_stock_of_named_products(inv: InventoryLedger) -> None:
+    await inv.reserve("o1", 0, [("prod_2", 4)])
+    view = await inv.stock(["prod_2", "nope"])
     assert (view.available, view.initial, view.reserved) == (
         {"prod_2": 6},
         {"prod_2": 10},
@@ -165,15 +187,15 @@ def test_stock_of_named_products(conn: apsw.Connection) -> None:
     )
 
 
-def test_list_reservations_pages_through_everything_in_order(conn: apsw.Connection) -> None:
+async def test_list_reservations_pages_through_everything_in_order(inv: InventoryLedger) -> None:
     for i in range(25):
-        reserve(conn, f"o{i:02d}", [("prod_1", 1)] if i % 3 else [("nope", 1)])
-    release(conn, "o01")
-    release(conn, "zz-tombstone")
+        await inv.reserve(f"o{i:02d}", 0, [("prod_1", 1)] if i % 3 else [("nope", 1)])
+    await inv.release("o01", 0)
+    await inv.release("zz-tombstone", 0)
     seen: list[ledger.Reservation] = []
     page = PageRequest(limit=7, after="")
     while True:
-        found = ledger.list_reservations(conn, page)
+        found = await inv.list_reservations(page)
         assert len(found.records) <= 7
         seen.extend(found.records)
         if found.last_id is None:
@@ -186,7 +208,7 @@ def test_list_reservations_pages_through_everything_in_order(conn: apsw.Connecti
     assert by_id["o01"].state is ReservationState.RELEASED
     assert by_id["o02"] == ledger.Reservation("o02", ReservationState.RESERVED, (("prod_1", 1),))
     assert by_id["zz-tombstone"].items == ()
-    assert by_id["o02"] == ledger.reservation(conn, "o02")
+    assert by_id["o02"] == await inv.reservation("o02")
 
 
 ORDERS = st.sampled_from(["a", "b", "c", "d"])
@@ -197,28 +219,34 @@ ITEMS = st.lists(
     unique_by=lambda line: line[0],
 )
 OPS = st.lists(st.tuples(st.sampled_from(["reserve", "release"]), ORDERS, ITEMS), max_size=30)
+_RUNS = itertools.count()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(ops=OPS)
-def test_any_sequence_of_calls_keeps_the_stock_balanced(
-    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, list[tuple[str, int]]]]
+async def test_any_sequence_of_calls_keeps_the_stock_balanced(
+    inv: InventoryLedger, ops: list[tuple[str, str, list[tuple[str, int]]]]
 ) -> None:
-    conn = ledger_conn(tmp_path_factory.mktemp("prop") / "inventory.db", ledger.MIGRATIONS)
-    unit(conn, lambda c: ledger.seed(c, SEED))
+    # One ledger for every example: each example's orders are its own (a fresh prefix).
+    run = f"r{next(_RUNS)}-"
     first: dict[tuple[str, str], Answer] = {}
-    for operation, order_id, items in ops:
+    for operation, order, items in ops:
+        order_id = run + order
         try:
             if operation == "reserve":
-                answer = reserve(conn, order_id, items)
+                answer = await inv.reserve(order_id, 0, items)
             else:
-                answer = release(conn, order_id)
+                answer = await inv.release(order_id, 0)
         except ConflictingRepeat:
             continue
         # A repeat of (order, operation) always gets the first answer.
         assert first.setdefault((order_id, operation), answer) == answer
-        assert_balanced(conn)
-    for order_id in "abcd":
-        found = ledger.reservation(conn, order_id)
-        if ("release", order_id) in first:
+        await assert_balanced(inv)
+    for order in "abcd":
+        found = await inv.reservation(run + order)
+        if ("release", run + order) in first:
             assert found.state in (ReservationState.RELEASED, ReservationState.REJECTED)

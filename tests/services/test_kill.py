@@ -1,5 +1,6 @@
-"""SIGKILL a service in the middle of a burst of calls, start it again on the same ledger,
-and check through the query RPCs that nothing acknowledged was lost or applied twice:
+"""SIGKILL a service in the middle of a burst of calls, start it again on the same ledger
+(or, on PostgreSQL, carry on with another replica of it that shares the ledger), and check
+through the query RPCs that nothing acknowledged was lost or applied twice:
 
 - every call that got an answer is reflected exactly once, and its ledger state matches it;
 - a call that got no answer is applied entirely or not at all;
@@ -215,6 +216,22 @@ async def test_inventory_survives_sigkill_mid_burst(tmp_path: Path) -> None:
         await converge_inventory(svc, issued, first)
 
 
+async def test_an_inventory_replica_killed_mid_burst_leaves_the_other_consistent(
+    pg_url: str, tmp_path: Path
+) -> None:
+    seed = ",".join(f"{product}={quantity}" for product, quantity in SEED.items())
+    env = {"INVENTORY_SEED_STOCK": seed, "INVENTORY_DATABASE_URL": pg_url}
+    doomed = start_service("inventory", tmp_path / "a", free_port(), env)
+    survivor = start_service("inventory", tmp_path / "b", free_port(), env)
+    with doomed, survivor:
+        async with grpc.aio.insecure_channel(doomed.address) as channel:
+            calls = inventory_calls(inventory_pb2_grpc.InventoryStub(channel))
+            first = await burst(calls, kill=doomed.kill)
+        assert_cut_off(doomed, first)
+        # Not restarted: the other replica answers for the shared ledger from now on.
+        await converge_inventory(survivor, {key for key, _ in calls}, first)
+
+
 async def converge_inventory(svc: ServiceProcess, issued: set[Key], first: Burst) -> None:
     async with grpc.aio.insecure_channel(svc.address) as channel:
         stub: InventoryStub = inventory_pb2_grpc.InventoryStub(channel)
@@ -303,14 +320,31 @@ async def test_payment_survives_sigkill_mid_burst(tmp_path: Path) -> None:
             calls = payment_calls(payment_pb2_grpc.PaymentStub(channel))
             first = await burst(calls, kill=svc.kill)
         assert_cut_off(svc, first)
-        issued = {key for key, _ in calls}
         svc.restart()
-        async with grpc.aio.insecure_channel(svc.address) as channel:
-            stub: PaymentStub = payment_pb2_grpc.PaymentStub(channel)
-            applied = await check_payments(stub, issued, first)
-            print(f"{len(first.failures)} calls unanswered, {applied} of those charges applied")
-            again = await burst(payment_calls(stub))
-            assert not again.failures
-            for key, answer in first.answers.items():
-                assert again.answers[key] == answer, f"{key}: a repeat gets the first answer"
-            await check_payments(stub, issued, again)
+        await converge_payments(svc, {key for key, _ in calls}, first)
+
+
+async def test_a_payment_replica_killed_mid_burst_leaves_the_other_consistent(
+    pg_url: str, tmp_path: Path
+) -> None:
+    env = {"PAYMENT_DATABASE_URL": pg_url}
+    doomed = start_service("payment", tmp_path / "a", free_port(), env)
+    survivor = start_service("payment", tmp_path / "b", free_port(), env)
+    with doomed, survivor:
+        async with grpc.aio.insecure_channel(doomed.address) as channel:
+            calls = payment_calls(payment_pb2_grpc.PaymentStub(channel))
+            first = await burst(calls, kill=doomed.kill)
+        assert_cut_off(doomed, first)
+        await converge_payments(survivor, {key for key, _ in calls}, first)
+
+
+async def converge_payments(svc: ServiceProcess, issued: set[Key], first: Burst) -> None:
+    async with grpc.aio.insecure_channel(svc.address) as channel:
+        stub: PaymentStub = payment_pb2_grpc.PaymentStub(channel)
+        applied = await check_payments(stub, issued, first)
+        print(f"{len(first.failures)} calls unanswered, {applied} of those charges applied")
+        again = await burst(payment_calls(stub))
+        assert not again.failures
+        for key, answer in first.answers.items():
+            assert again.answers[key] == answer, f"{key}: a repeat gets the first answer"
+        await check_payments(stub, issued, again)

@@ -1,11 +1,12 @@
 """The gateway's participant clients (orders/participants.py) against the real services:
-the two sides of the gRPC contract agree on names, epochs and error translation."""
+the two sides of the gRPC contract agree on names, epochs and error translation. Each
+test runs with the ledgers in SQLite files, then with all three in one PostgreSQL
+database (a schema each)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -15,15 +16,16 @@ from orders.participants import Participants, ServiceAddresses
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.order.v1 import order_pb2 as ordr
 from proto.payment.v1 import payment_pb2 as pay
-from tests.services.helpers import serving, settings_for
+from tests.services.conftest import LedgerSettings
+from tests.services.helpers import serving
 
 
 @contextlib.asynccontextmanager
-async def participants(tmp_path: Path) -> AsyncIterator[Participants]:
+async def participants(settings: LedgerSettings) -> AsyncIterator[Participants]:
     async with (
-        serving(settings_for("order", tmp_path)) as (order, _),
-        serving(settings_for("payment", tmp_path)) as (payment, _),
-        serving(settings_for("inventory", tmp_path)) as (inventory, _),
+        serving(settings("order")) as (order, _),
+        serving(settings("payment")) as (payment, _),
+        serving(settings("inventory")) as (inventory, _),
     ):
         client = Participants(
             ServiceAddresses(
@@ -38,8 +40,8 @@ async def participants(tmp_path: Path) -> AsyncIterator[Participants]:
             await client.close()
 
 
-async def test_a_saga_s_calls_and_their_answers(tmp_path: Path) -> None:
-    async with participants(tmp_path) as p:
+async def test_a_saga_s_calls_and_their_answers(ledger_settings: LedgerSettings) -> None:
+    async with participants(ledger_settings) as p:
         items = [ordr.OrderItem(product_id="prod_1", quantity=2, unit_price_cents=25_000)]
         made = await p.create_order("s1", "cust_1", items, epoch=1)
         assert (made.status, made.total_cents) == (ordr.PENDING, 50_000)
@@ -56,8 +58,8 @@ async def test_a_saga_s_calls_and_their_answers(tmp_path: Path) -> None:
         assert reservation.state == inv.RESERVATION_STATE_RESERVED
 
 
-async def test_refusals_and_stale_owners_are_told_apart(tmp_path: Path) -> None:
-    async with participants(tmp_path) as p:
+async def test_refusals_and_stale_owners_are_told_apart(ledger_settings: LedgerSettings) -> None:
+    async with participants(ledger_settings) as p:
         declined = await p.charge("s2", 50_001, "cust_1", 3)
         assert (declined.success, declined.reason) == (False, "payment_declined")
         with pytest.raises(StaleEpoch):

@@ -96,6 +96,7 @@ def test_an_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
         ({"SAGA_ENV": "test", "SAGA_FAULTS": "Reserve:never:1"}, "SAGA_FAULTS"),
         ({"SAGA_LOG_LEVEL": "loud"}, "SAGA_LOG_LEVEL"),
         ({"SAGA_LOG_FORMAT": "xml"}, "SAGA_LOG_FORMAT"),
+        ({"INVENTORY_DATABASE_URL": "mysql://u:secret@db/x"}, "INVENTORY_DATABASE_URL"),
     ],
 )
 def test_a_bad_setting_is_one_clear_line(
@@ -105,7 +106,21 @@ def test_a_bad_setting_is_one_clear_line(
         "service", "inventory", env=base_env(SAGA_DATA_DIR=str(tmp_path), **env), cwd=tmp_path
     )
     assert_one_clear_line(done, fragment)
+    assert "secret" not in done.stderr
     assert not (tmp_path / "inventory.db").exists(), "nothing is created before settings pass"
+
+
+def test_a_database_that_refuses_the_service_is_one_clear_line(tmp_path: Path) -> None:
+    # The server answers, but the database is not there: waiting would not help.
+    url = "postgresql://postgres:secret@127.0.0.1:5432/no_such_database"
+    env = base_env(
+        SAGA_DATA_DIR=str(tmp_path),
+        ORDER_SERVICE_ADDR=f"127.0.0.1:{free_port()}",
+        ORDER_DATABASE_URL=url,
+    )
+    done = run_cli("service", "order", env=env, cwd=tmp_path)
+    assert_one_clear_line(done, "no_such_database", "does not exist")
+    assert "secret" not in done.stderr
 
 
 def test_test_mode_warns_loudly(tmp_path: Path) -> None:

@@ -92,3 +92,27 @@ def test_a_page_of_big_records_ends_early_but_never_empty() -> None:
     assert (page.records, page.last_id) == (("a",), "a")
     huge = LedgerPage.of(records, 10, lambda r: r, size=lambda _: MAX_PAGE_BYTES * 2)
     assert huge.records == ("a",), "one record always fits"
+
+
+def test_each_service_reads_its_own_database_url() -> None:
+    env = {
+        "ORDER_DATABASE_URL": "postgresql://saga:pw@db.internal:5432/shop",
+        "INVENTORY_DATABASE_URL": " ",  # empty: the SQLite file
+    }
+    order = ServiceSettings.from_env("order", env)
+    assert order.database is not None
+    assert order.database.redacted == "postgresql://saga:***@db.internal:5432/shop"
+    assert ServiceSettings.from_env("payment", env).database is None
+    assert ServiceSettings.from_env("inventory", env).database is None
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://saga:pw@db/shop", "postgresql://saga:pw@db:99999/shop", "postgres://:pw@"]
+)
+def test_a_malformed_database_url_is_one_line_without_the_password(url: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        ServiceSettings.from_env("payment", {"PAYMENT_DATABASE_URL": url})
+    message = str(info.value)
+    assert message.startswith("PAYMENT_DATABASE_URL")
+    assert "pw" not in message
+    assert "\n" not in message

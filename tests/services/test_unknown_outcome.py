@@ -18,6 +18,7 @@ from engine.errors import CommitOutcomeUnknown, TransientStepError
 from orders.participants import Participants, ServiceAddresses
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.inventory.v1 import inventory_pb2_grpc
+from services.common.backend import SqliteBacked
 from tests.services.helpers import epoch, saga_error, serving, settings_for
 from tests.support.faultvfs import Fault, faulty_env, installed
 from tests.support.procs import free_port, start_service
@@ -45,7 +46,8 @@ async def test_the_library_answers_unknown_then_refuses_every_write(tmp_path: Pa
             with pytest.raises(grpc.aio.AioRpcError) as still:  # poisoned: no more writes
                 await stub.Release(inv.ReleaseRequest(order_id="o1"), metadata=epoch(1))
             assert saga_error(still.value) == "outcome_unknown"
-            assert running.store.writer.poisoned is not None
+            assert isinstance(running.ledger, SqliteBacked)
+            assert running.ledger.store.writer.poisoned is not None
             read = await stub.GetReservation(inv.GetReservationRequest(order_id="o1"))
             assert read.state == inv.RESERVATION_STATE_RESERVED  # reads still answer
             # What the saga makes of it: transient, so the step is retried as it is.
