@@ -163,8 +163,8 @@ async def _attempt(pool: asyncpg.Pool, unit: Unit[T], where: str, synchronous_co
             if not conn.is_closed():
                 try:
                     await tr.rollback()
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-                    conn.terminate()  # the pool replaces it
+                except Exception:  # a broken connection fails its rollback in many ways
+                    conn.terminate()  # the pool replaces it; the unit's error is raised
             raise
         try:
             await tr.commit()
