@@ -97,7 +97,8 @@ async def _taken_over(url: str, ids: list[str]) -> int:
 
 
 def test_two_gateways_and_a_daemon_share_one_log(stack: Stack, pg_url: str) -> None:
-    stack.start_services()
+    # Each call takes a while, so that the first gateway has sagas in flight when it dies.
+    stack.start_services({"SAGA_FAULTS": "*:latency_ms:100"})
     first = stack.start_gateway()
     second, second_url = _second_gateway(stack)
     stack.recovery()
