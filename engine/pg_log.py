@@ -68,7 +68,9 @@ log = logging.getLogger(__name__)
 
 POOL_MIN: Final = 2
 POOL_MAX: Final = 10
-_SEARCHABLE: Final = INDEXED_PAYLOAD_FIELDS
+# The column (filled at creation, indexed) of each searchable payload field.
+_PAYLOAD_COLUMNS: Final = {"customer_id": "customer_id"}
+assert set(_PAYLOAD_COLUMNS) == INDEXED_PAYLOAD_FIELDS
 
 
 def _count(status: str) -> int:
@@ -254,10 +256,10 @@ class PgSagaLog:
     async def list_by_payload_field(
         self, field: str, value: str, *, limit: int, cursor: str | None = None
     ) -> SagaPage:
-        if field not in _SEARCHABLE:
+        column = _PAYLOAD_COLUMNS.get(field)
+        if column is None:
             raise ValueError(f"payload field {field!r} has no index: not searchable")
-        # The field is spelled as a literal so that the planner matches the index.
-        sql = f"SELECT seq, {COLUMNS} FROM sagas WHERE payload_field(payload, '{field}') = $1"
+        sql = f"SELECT seq, {COLUMNS} FROM sagas WHERE {column} = $1"
         args: list[object] = [value]
         if cursor is not None:
             args.append(decode_cursor(cursor))

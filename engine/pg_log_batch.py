@@ -9,6 +9,7 @@ commits, and the client CPU of round trips, by the size of the batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,12 +22,21 @@ from engine.errors import CommitOutcomeUnknown, EngineError, StorageError, Stora
 from engine.pg import transaction
 from engine.pg.pool import Conn
 from engine.pg_log_schema import APPEND, COLUMNS, CREATE
-from engine.saga_log import CreateResult, NewSaga, SagaNotFound, SagaRecord, StaleEpoch, replay
+from engine.saga_log import (
+    CreateResult,
+    NewSaga,
+    SagaNotFound,
+    SagaRecord,
+    StaleEpoch,
+    payload_field,
+    replay,
+)
 from engine.sqlite import BatchStats
 
 __all__ = ["GroupCommit", "record", "transition"]
 
 MAX_BATCH: Final = 512
+log = logging.getLogger(__name__)
 
 
 def record(row: asyncpg.Record) -> SagaRecord:
@@ -131,7 +141,7 @@ class GroupCommit:
             )
         self.pending.append(op)
         self.wake.set()
-        if self.task is None:
+        if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(), name="pg-saga-log-commit")
 
     async def close(self) -> None:
@@ -146,8 +156,14 @@ class GroupCommit:
             self.wake.clear()
             while self.pending:
                 batch = self._take()
-                if batch:
+                if not batch:
+                    continue
+                try:
                     await self._commit(batch)
+                except Exception as exc:  # a bug: its callers hear of it, later ones go on
+                    log.exception("saga log group commit failed")
+                    for op in batch:
+                        _settle(op, (False, exc))
             if self.closed:
                 return
 
@@ -238,6 +254,7 @@ async def _creates(conn: Conn, ops: list[_Create]) -> dict[int, _Outcome]:
             [op.lease_expires_ms if op.owner is not None else 0 for op in ops],
             [op.new.trace_id for op in ops],
             [op.now_ms for op in ops],
+            [_customer(op.new.payload) for op in ops],
         )
     }
     replays = [op.new.idempotency_key for op in ops if op.new.id not in made]
@@ -278,6 +295,11 @@ async def _creates(conn: Conn, ops: list[_Create]) -> dict[int, _Outcome]:
         except EngineError as exc:
             outcomes[id(op)] = (False, exc)
     return outcomes
+
+
+def _customer(payload: bytes) -> str | None:
+    value = payload_field(payload, "customer_id")
+    return value if isinstance(value, str) else None
 
 
 async def _appends(conn: Conn, ops: list[_Append]) -> dict[int, _Outcome]:

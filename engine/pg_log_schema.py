@@ -143,6 +143,22 @@ MIGRATIONS: Final = (
     CREATE TRIGGER sagas_counted_delete AFTER DELETE ON sagas
         REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_changes();
     """,
+    # Claims search the leases, not creation order: in creation order a claim read past
+    # every live lease before the first expired one. The customer becomes a column read
+    # from the payload once, at creation: its expression index made every update of a
+    # saga (each step's) run a plpgsql function with an exception block, a
+    # subtransaction per row. The counters' trigger finds its tables whatever the search
+    # path of the session that fired it.
+    f"""
+    ALTER FUNCTION count_changes() SET search_path = {SCHEMA};
+    DROP INDEX sagas_claimable;
+    CREATE INDEX sagas_claimable ON sagas (lease_expires_ms) WHERE status IN ({ACTIVE});
+    ALTER TABLE sagas ADD COLUMN customer_id text;
+    UPDATE sagas SET customer_id = payload_field(payload, 'customer_id');
+    DROP INDEX sagas_customer;
+    DROP FUNCTION payload_field(bytea, text);
+    CREATE INDEX sagas_customer ON sagas (customer_id) WHERE customer_id IS NOT NULL;
+    """,
 )
 
 COLUMNS: Final = (
@@ -151,8 +167,9 @@ COLUMNS: Final = (
 )
 TRANSITION_COLUMNS: Final = "n, step, phase, attempt, error, trace_id, at_ms"
 
-# The server's clock in ms since the epoch: what lease expiry is finally judged by.
-NOW_MS: Final = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+# The server's clock in ms since the epoch: what lease expiry is finally judged by. A
+# subquery, so that it is read once per statement and an index can be searched with it.
+NOW_MS: Final = "(SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
 
 # Many sagas created in one statement. A key that exists (or repeats a key inserted by
 # another transaction meanwhile) inserts nothing: the caller then reads that saga (a
@@ -160,15 +177,15 @@ NOW_MS: Final = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 CREATE: Final = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[],
-                         $6::text[], $7::bigint[], $8::text[], $9::bigint[])
+                         $6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::text[])
         WITH ORDINALITY AS i(id, definition, payload, digest, key, owner, lease, trace_id,
-                             now_ms, ord)
+                             now_ms, customer_id, ord)
 ), made AS (
     INSERT INTO sagas (id, definition, status, payload, payload_digest, idempotency_key,
                        owner, lease_expires_ms, epoch, trace_id, last_n, created_ms,
-                       updated_ms)
+                       updated_ms, customer_id)
     SELECT id, definition, 'RUNNING', payload, digest, key, owner, lease, 1, trace_id, 1,
-           now_ms, now_ms
+           now_ms, now_ms, customer_id
     FROM input ORDER BY ord
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING seq, id, trace_id, created_ms

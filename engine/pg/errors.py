@@ -48,7 +48,15 @@ def is_connection_loss(exc: BaseException) -> bool:
     flight is unknown."""
     state = _sqlstate(exc)
     return (
-        isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError)
+        # InternalClientError: asyncpg's protocol state broken by a connection cut mid-way
+        # ("another operation is in progress"); the connection is useless either way.
+        isinstance(
+            exc,
+            OSError
+            | asyncio.TimeoutError
+            | asyncpg.InterfaceError
+            | asyncpg.exceptions.InternalClientError,
+        )
         or state.startswith("08")
         or state in _UNAVAILABLE_STATES
     )

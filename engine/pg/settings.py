@@ -75,7 +75,10 @@ def parse_url(raw: str, name: str) -> PgConfig:
 
     try:
         url = urllib.parse.urlsplit(raw)
-        port = url.port  # raises on a port that is not a number or out of range
+        hosts = url.netloc.rpartition("@")[2]
+        # Several hosts (`h1:5432,h2:5432`: tried in turn, for fail-over) are checked one
+        # by one; urllib reads only one.
+        ports = [_port(h) for h in hosts.split(",")] if "," in hosts else [url.port]
     except ValueError as exc:
         raise bad(f"not a valid URL ({_scrub(str(exc), raw)})") from None
     if url.scheme.lower() not in _SCHEMES:
@@ -102,12 +105,28 @@ def parse_url(raw: str, name: str) -> PgConfig:
         raise bad("connect_timeout: expected a whole number of seconds")
     if not (url.hostname or "host" in query):
         raise bad("no host: expected postgresql://USER@HOST:PORT/DATABASE")
-    if port == 0:
+    if 0 in ports:
         raise bad("port must be between 1 and 65535")
     database = urllib.parse.unquote(url.path.removeprefix("/")) or query.get("dbname", [""])[0]
     if "/" in database:
         raise bad(f"database name {database!r} contains '/'")
     return PgConfig(dsn=raw, redacted=redacted, database=database)
+
+
+def _port(hostport: str) -> int | None:
+    """The port of one `host[:port]` of a list of hosts (None: the default); ValueError
+    when the entry is empty or its port is not one."""
+    if ":" not in hostport or (hostport.startswith("[") and hostport.endswith("]")):
+        host, port = hostport, ""
+    else:
+        host, _, port = hostport.rpartition(":")
+    if not host.strip("[]"):
+        raise ValueError(f"a host of the list is empty ({hostport!r})")
+    if not port:
+        return None
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"port {port!r} is not a number between 1 and 65535")
+    return int(port)
 
 
 def _redact(raw: str) -> str:

@@ -4,6 +4,8 @@ never came."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
@@ -75,16 +77,10 @@ async def transaction(
     unit may have been applied. `synchronous_commit=False` lets the server acknowledge
     before its WAL is flushed: only for writes whose loss in a server crash is harmless
     (never an epoch bump, never anything acknowledged to a client)."""
-    policy = retry or Retry()
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.for_s),
-        wait=wait_random_exponential(multiplier=policy.first_s, max=policy.max_s),
-        retry=retry_if_exception(_retryable),
-        retry_error_callback=_give_up,
-        reraise=True,
-    )
     try:
-        result: T = await retrying(_attempt, pool, unit, where, synchronous_commit)
+        result: T = await _with_retries(
+            retry or Retry(), lambda: _attempt(pool, unit, where, synchronous_commit)
+        )
     except _CommitFailed as exc:
         raise _translated(exc.error, where) from exc.error
     except CommitOutcomeUnknown:
@@ -101,26 +97,43 @@ async def read(pool: asyncpg.Pool, query: Unit[T], *, where: str, retry: Retry |
     """Run `query(conn)` outside any explicit transaction (each statement is its own):
     for reads, which need no BEGIN and COMMIT round trips. Transient errors are retried
     as `transaction` does; once the budget is spent they are a StorageError."""
-    policy = retry or Retry()
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.for_s),
-        wait=wait_random_exponential(multiplier=policy.first_s, max=policy.max_s),
-        retry=retry_if_exception(_retryable),
-        retry_error_callback=_give_up,
-        reraise=True,
-    )
 
     async def once() -> T:
         async with pool.acquire() as conn:
             return await query(conn)
 
     try:
-        result: T = await retrying(once)
+        result: T = await _with_retries(retry or Retry(), once)
     except Exception as exc:
         translated = _translated(exc, where)
         if translated is exc:
             raise
         raise translated from exc
+    return result
+
+
+async def _with_retries(policy: Retry, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, again after a jittered backoff while it fails transiently, within the
+    budget. The first attempt runs outside tenacity: its machinery costs about 30 µs of
+    CPU a call, a tenth of a write's, and almost every call succeeds at once."""
+    try:
+        return await call()
+    except Exception as exc:
+        if not _retryable(exc) or policy.attempts <= 1:
+            raise
+    await asyncio.sleep(random.uniform(0, policy.first_s))  # jitter before the second
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(policy.for_s),
+        wait=wait_random_exponential(multiplier=policy.first_s, max=policy.max_s),
+        retry=retry_if_exception(_retryable),
+        retry_error_callback=_give_up,
+        reraise=True,
+    )
+
+    async def again() -> T:  # a coroutine function: tenacity awaits only those
+        return await call()
+
+    result: T = await retrying(again)
     return result
 
 
@@ -150,8 +163,8 @@ async def _attempt(pool: asyncpg.Pool, unit: Unit[T], where: str, synchronous_co
             if not conn.is_closed():
                 try:
                     await tr.rollback()
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-                    conn.terminate()  # the pool replaces it
+                except Exception:  # a broken connection fails its rollback in many ways
+                    conn.terminate()  # the pool replaces it; the unit's error is raised
             raise
         try:
             await tr.commit()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.config import SettingsError
+from engine.log_settings import LogBackend, SagaLogSettings
 from engine.pg.settings import database_url
 
 SECRET = "s3cr3t-pw"
@@ -23,6 +26,7 @@ def test_unset_or_empty_is_none() -> None:
         f"postgresql://app:{SECRET}@10.0.0.5:6432/sagas?sslmode=verify-full",
         "postgresql://app@[::1]:5432/sagas?application_name=gw&connect_timeout=3",
         "postgresql:///sagas?host=/var/run/postgresql",
+        f"postgresql://app:{SECRET}@h1:5432,h2,[::1]:5433/sagas?target_session_attrs=read-write",
     ],
 )
 def test_accepted(url: str) -> None:
@@ -49,6 +53,8 @@ def test_redacted_keeps_everything_but_the_password() -> None:
         (f"mysql://app:{SECRET}@h/db", "postgresql://"),
         (f"postgresql://app:{SECRET}@h:notaport/db", "not a valid URL"),
         (f"postgresql://app:{SECRET}@h:99999/db", "not a valid URL"),
+        (f"postgresql://app:{SECRET}@h1:5432,,h2/db", "a host of the list is empty"),
+        (f"postgresql://app:{SECRET}@h1:5432,h2:x/db", "port 'x' is not a number"),
         (f"postgresql://app:{SECRET}@h/db?sslmode=sometimes", "sslmode='sometimes'"),
         (f"postgresql://app:{SECRET}@h/db?sslmod=require", "unknown parameter 'sslmod'"),
         (f"postgresql://app:{SECRET}@/db", "no host"),
@@ -64,3 +70,24 @@ def test_malformed_is_one_line_naming_the_variable(url: str, why: str) -> None:
     assert why in message
     assert "\n" not in message
     assert SECRET not in message
+
+
+def test_the_saga_log_settings_follow_the_url() -> None:
+    url = f"postgresql://app:{SECRET}@db:5432/sagas"
+    pg = SagaLogSettings.from_env({"SAGA_DATABASE_URL": url})
+    assert pg.backend is LogBackend.POSTGRES
+    assert pg.database is not None and pg.database.dsn == url
+    assert pg.where == "postgresql://app:***@db:5432/sagas"
+    assert pg.durable
+    # Unset: the SQLite file, as before; a flag naming a file beats the URL.
+    assert SagaLogSettings.from_env({}).backend is LogBackend.SQLITE
+    flagged = SagaLogSettings.from_env({"SAGA_DATABASE_URL": url}, path=Path("x.db"))
+    assert (flagged.backend, flagged.database, flagged.where) == (LogBackend.SQLITE, None, "x.db")
+
+
+def test_memory_and_a_url_together_are_refused() -> None:
+    env = {"SAGA_DATABASE_URL": "postgresql://h/db", "SAGA_LOG_BACKEND": "memory"}
+    with pytest.raises(SettingsError, match="both set"):
+        SagaLogSettings.from_env({**env, "SAGA_ENV": "test"})
+    with pytest.raises(SettingsError, match="SAGA_DATABASE_URL"):
+        SagaLogSettings.from_env({"SAGA_LOG_BACKEND": "postgres"})

@@ -179,6 +179,7 @@ def test_classification() -> None:
     assert is_transient(TimeoutError())
     assert is_transient(asyncpg.exceptions.SerializationError("x"))
     assert is_transient(asyncpg.exceptions.AdminShutdownError("x"))
+    assert is_transient(asyncpg.exceptions.InternalClientError("another operation"))
     assert not is_transient(asyncpg.exceptions.UniqueViolationError("x"))
     assert not is_transient(StaleEpoch("x"))
     assert commit_outcome(ConnectionResetError(), WHERE) is not None
