@@ -32,6 +32,7 @@ from types import FrameType
 
 import uvicorn
 
+from engine import event_loop
 from engine.config import Address, format_addr
 from engine.crashpoints import CrashPoints
 from engine.errors import ListenError
@@ -87,7 +88,7 @@ def run_gateway(env: Mapping[str, str]) -> None:
     try:
         sock = bind(settings.http_addr)
         try:
-            asyncio.run(_serve(settings, crash, sock))
+            event_loop.run(_serve(settings, crash, sock))
         finally:
             sock.close()
     finally:
@@ -116,6 +117,9 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
                 lifespan="off",  # entered above
                 log_config=None,  # logging is configured by run_gateway
                 access_log=False,
+                # The C parser (uvicorn would pick h11, pure Python, without it installed):
+                # a dependency, so every install parses HTTP at the same cost.
+                http="httptools",
                 server_header=False,
                 # Requests are short; the sagas they start are the runner's to drain.
                 timeout_graceful_shutdown=max(1, min(5, round(settings.drive.drain_s))),
