@@ -26,14 +26,13 @@ import grpc
 import grpc.aio
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, Tracer, TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from engine.config import Address, format_addr
 from engine.errors import ListenError
 from engine.logging_setup import SAGA_ID
+from engine.telemetry import exports
 
 __all__ = ["MetricsEndpoint", "RpcMetrics", "interceptors"]
 
@@ -170,8 +169,7 @@ def interceptors(
     Health checks (a probe every few seconds) make no spans; they are still counted.
     `tracer_provider`: the process's global one when None."""
     provider = tracer_provider or trace.get_tracer_provider()
-    if isinstance(provider, SdkTracerProvider) and provider.sampler is ALWAYS_OFF:
-        # Nothing is exported: the light span (see the module's docstring).
+    if not exports(provider):  # the light span (see the module's docstring)
         return [RpcMetrics(service, registry, tracer=provider.get_tracer(__name__))]
     tracing: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
         tracer_provider=tracer_provider,
