@@ -22,7 +22,8 @@ class EngineError(Exception):
 
 
 class StorageFault(StrEnum):
-    """Why a SQLite file could not be used; decides the retry and the user's message."""
+    """Why the storage (a SQLite file, a PostgreSQL server) could not be used; decides the
+    retry and the user's message."""
 
     BUSY = "busy"  # locked by another writer past the busy timeout
     FULL = "full"  # disk or quota full
@@ -30,10 +31,12 @@ class StorageFault(StrEnum):
     CORRUPT = "corrupt"  # not a database, or damaged
     CANTOPEN = "cantopen"  # missing folder, permissions
     IO = "io"  # any other I/O failure
+    UNAVAILABLE = "unavailable"  # a database server cannot be reached or is failing over
 
 
 class StorageError(EngineError):
-    """A SQLite file cannot be read or written; nothing was committed by the failing call."""
+    """The saga log's or a ledger's storage cannot be read or written; nothing was
+    committed by the failing call."""
 
     code = "storage_unavailable"
 
@@ -41,7 +44,12 @@ class StorageError(EngineError):
         super().__init__(message)
         self.fault = fault
         self.path = path
-        self.retryable = fault in (StorageFault.BUSY, StorageFault.FULL, StorageFault.IO)
+        self.retryable = fault in (
+            StorageFault.BUSY,
+            StorageFault.FULL,
+            StorageFault.IO,
+            StorageFault.UNAVAILABLE,
+        )
 
 
 class CommitOutcomeUnknown(EngineError):
@@ -66,6 +74,17 @@ class MigrationError(EngineError):
     """The file's schema is newer than this program knows, or a migration failed."""
 
     code = "migration_failed"
+
+
+class SchemaTooNew(MigrationError):
+    """A database was migrated by a later program than this one: refused, not misread."""
+
+    code = "schema_too_new"
+
+    def __init__(self, message: str, *, version: int, known: int) -> None:
+        super().__init__(message)
+        self.version = version
+        self.known = known
 
 
 class StaleEpoch(EngineError):

@@ -4,6 +4,7 @@ and one function that opens the log it names."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from engine.config import SettingsError, data_dir, env_int, env_path, env_synchronous
 from engine.memory_log import MemorySagaLog
+from engine.pg.settings import PgConfig, database_url
 from engine.saga_log import SagaLog
 from engine.sqlite import BatchStats, DbConfig
 from engine.sqlite_log import SqliteSagaLog
@@ -19,55 +21,97 @@ __all__ = ["LogBackend", "SagaLogSettings", "open_saga_log"]
 
 
 class LogBackend(StrEnum):
-    SQLITE = "sqlite"  # the durable log: the only one a deployed process runs
+    SQLITE = "sqlite"  # the embedded durable log: one host (the default)
+    POSTGRES = "postgres"  # SAGA_DATABASE_URL: one log shared by many hosts
     MEMORY = "memory"  # engine.memory_log: tests and benchmarks only (SAGA_ENV=test)
 
 
 @dataclass(frozen=True, slots=True)
 class SagaLogSettings:
-    """`SAGA_LOG_DB_PATH` (else `$SAGA_DATA_DIR/saga.db`), `SAGA_SQLITE_SYNCHRONOUS`,
-    `SAGA_SQLITE_BUSY_TIMEOUT_MS` and `SAGA_LOG_BACKEND`."""
+    """`SAGA_DATABASE_URL` (a PostgreSQL log), else the SQLite file: `SAGA_LOG_DB_PATH`
+    (else `$SAGA_DATA_DIR/saga.db`), `SAGA_SQLITE_SYNCHRONOUS`,
+    `SAGA_SQLITE_BUSY_TIMEOUT_MS`; `SAGA_LOG_BACKEND=memory` for tests."""
 
     db: DbConfig = field(default_factory=lambda: DbConfig(Path("var") / "saga.db"))
     backend: LogBackend = LogBackend.SQLITE
+    database: PgConfig | None = None  # set iff backend is POSTGRES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, path: Path | None = None) -> SagaLogSettings:
-        """`path` (a command-line flag) beats the environment."""
+        """`path` (a command-line flag naming a SQLite file) beats the environment,
+        SAGA_DATABASE_URL included."""
+        database = database_url(env, "SAGA_DATABASE_URL")
+        backend = _backend(env)
+        if path is not None:
+            database = None
+        elif database is not None:
+            if backend is LogBackend.MEMORY:
+                raise SettingsError(
+                    "SAGA_LOG_BACKEND=memory and SAGA_DATABASE_URL are both set: unset one of them"
+                )
+            backend = LogBackend.POSTGRES
         return cls(
             db=DbConfig(
                 path or env_path(env, "SAGA_LOG_DB_PATH", data_dir(env) / "saga.db"),
                 env_synchronous(env),
                 env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
             ),
-            backend=_backend(env),
+            backend=backend,
+            database=database,
         )
 
     @property
     def path(self) -> Path:
+        """The SQLite file (meaningless for the other backends: see `where`)."""
         return self.db.path
 
     @property
+    def where(self) -> str:
+        """Where the log is, for people: the file, or the URL without its password."""
+        if self.database is not None:
+            return self.database.redacted
+        if self.backend is LogBackend.MEMORY:
+            return "in memory, test only: nothing is durable"
+        return str(self.db.path)
+
+    @property
     def durable(self) -> bool:
-        return self.backend is LogBackend.SQLITE
+        return self.backend is not LogBackend.MEMORY
 
 
-def open_saga_log(
-    settings: SagaLogSettings, *, on_batch: Callable[[BatchStats], None] | None = None
+async def open_saga_log(
+    settings: SagaLogSettings,
+    *,
+    on_batch: Callable[[BatchStats], None] | None = None,
+    application_name: str = "saga",
+    create: bool = True,
 ) -> SagaLog:
-    """The log the settings name, open (blocking: file I/O and migrations). Close it with
-    its `close()`."""
+    """The log the settings name, open (migrated). Close it with its `close()`. The one
+    way every process opens its log; a synchronous caller uses engine/sync_log.py.
+    `create=False` refuses a database without a saga log (operator commands: a wrong URL
+    must not get a log made in it); the SQLite callers check their file themselves."""
     if settings.backend is LogBackend.MEMORY:
         return MemorySagaLog()
-    return SqliteSagaLog.open(settings.db, on_batch=on_batch)
+    if settings.database is not None:
+        from engine.pg_log import PgSagaLog  # asyncpg is loaded only by who needs it
+
+        return await PgSagaLog.open(
+            settings.database,
+            on_batch=on_batch,
+            application_name=application_name,
+            create=create,
+        )
+    return await asyncio.to_thread(SqliteSagaLog.open, settings.db, on_batch=on_batch)
 
 
 def _backend(env: Mapping[str, str]) -> LogBackend:
     raw = (env.get("SAGA_LOG_BACKEND") or "sqlite").strip().lower()
-    try:
-        backend = LogBackend(raw)
-    except ValueError:
-        raise SettingsError(f"SAGA_LOG_BACKEND={raw!r}: expected sqlite or memory") from None
+    if raw not in (LogBackend.SQLITE, LogBackend.MEMORY):
+        raise SettingsError(
+            f"SAGA_LOG_BACKEND={raw!r}: expected sqlite or memory "
+            "(for PostgreSQL, set SAGA_DATABASE_URL)"
+        )
+    backend = LogBackend(raw)
     if backend is LogBackend.MEMORY and env.get("SAGA_ENV") != "test":
         raise SettingsError(
             "SAGA_LOG_BACKEND=memory is set but SAGA_ENV is not 'test': an in-memory saga "

@@ -137,11 +137,7 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
             server = uvicorn.Server(config)
             server.should_exit = stop.is_set()  # a signal during start-up
             host, port = sock.getsockname()[:2]
-            where = (
-                "in memory, test only: nothing is durable"
-                if not settings.drive.log.durable
-                else str(settings.drive.log.path)
-            )
+            where = settings.drive.log.where
             print(
                 f"gateway serving on http://{format_addr((host, port))} (saga log {where})",
                 flush=True,

@@ -11,7 +11,8 @@ The contract's variables (docs/reference.md) and the gateway's own, each with a 
 | `REDIS_URL` | idempotency fast path; unset = the log alone | unset |
 | `SAGA_REDIS_TIMEOUT_MS` | one Redis call's budget; past it the log answers alone | 100 |
 | `SAGA_LEASE_S` | lease on a saga without a heartbeat | 10 |
-| `*_SERVICE_ADDR` | the three participant services | 127.0.0.1:9090/9091/9092 |
+| `*_SERVICE_ADDR` | the services (an address, a list, `dns:`) | 127.0.0.1:9090/9091/9092 |
+| `SAGA_GRPC_TLS_*` | mutual TLS to the services (engine/net.py) | unset: plaintext |
 | `SAGA_ADMIN_TOKEN` | bearer token of the admin routes; unset = closed | unset |
 | `SAGA_SQLITE_SYNCHRONOUS` | FULL (survives power loss) or NORMAL (survives a crash) | FULL |
 | `SAGA_SQLITE_BUSY_TIMEOUT_MS` | how long a log write waits for a lock held elsewhere | 5000 |

@@ -11,12 +11,14 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from engine.config import format_addr
 from engine.core import ACTIVE_STATUSES
-from engine.saga_log import SagaFilter, SagaRecord
+from engine.log_settings import LogBackend, SagaLogSettings
+from engine.saga_log import SagaFilter, SagaPage, SagaRecord
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
+from engine.sync_log import SyncSagaLog
 from orders.audit import OrderRow, PaymentRow, ReservationRow, SagaRow, Snapshot
+from orders.channels import sync_channel
 from orders.errors import AuditUnavailable
 from orders.model import ORDER_SAGA, OrderRequest
 from orders.participants import ServiceAddresses
@@ -46,7 +48,25 @@ def _pages(fetch: Callable[[str], R]) -> Iterator[R]:
             return
 
 
-def _saga_rows(log: SqliteSagaLog) -> list[SagaRow]:
+class _Reads(Protocol):
+    def list_sagas_sync(
+        self, flt: SagaFilter, *, limit: int, cursor: str | None = None
+    ) -> SagaPage: ...
+
+    def close_sync(self) -> None: ...
+
+
+def _open(where: Path | SagaLogSettings) -> _Reads:
+    """The log to read: a SQLite file (read-only: the audit never takes the write lock of
+    a live system), or the log the settings name (SAGA_DATABASE_URL)."""
+    if isinstance(where, Path):
+        return SqliteSagaLog.open_readonly(DbConfig(where))
+    if where.backend is LogBackend.POSTGRES:
+        return SyncSagaLog.open(where)
+    return SqliteSagaLog.open_readonly(where.db)
+
+
+def _saga_rows(log: _Reads) -> list[SagaRow]:
     rows: list[SagaRow] = []
     cursor: str | None = None
     while True:
@@ -120,11 +140,14 @@ def _read_services(
     return orders, reservations, payments, dict(stock.initial), dict(stock.available)
 
 
-def read_snapshot(log_path: Path, services: ServiceAddresses, *, timeout: float = 10.0) -> Snapshot:
-    log = SqliteSagaLog.open_readonly(DbConfig(log_path))
+def read_snapshot(
+    log_at: Path | SagaLogSettings, services: ServiceAddresses, *, timeout: float = 10.0
+) -> Snapshot:
+    """`log_at`: the SQLite file, or the settings naming the log."""
+    log = _open(log_at)
     channels = [
-        grpc.insecure_channel(format_addr(a))
-        for a in (services.order, services.payment, services.inventory)
+        sync_channel(t, services.tls)
+        for t in (services.order, services.payment, services.inventory)
     ]
     try:
         sagas = _saga_rows(log)
@@ -148,9 +171,9 @@ def read_snapshot(log_path: Path, services: ServiceAddresses, *, timeout: float 
     return Snapshot(sagas, orders, reservations, payments, initial, available)
 
 
-def wait_until_settled(log_path: Path, timeout_s: float) -> bool:
+def wait_until_settled(log_at: Path | SagaLogSettings, timeout_s: float) -> bool:
     """Wait (up to timeout_s) until no order saga is RUNNING or COMPENSATING."""
-    log = SqliteSagaLog.open_readonly(DbConfig(log_path))
+    log = _open(log_at)
     deadline = time.monotonic() + timeout_s
     try:
         while True:

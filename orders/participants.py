@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 import grpc
@@ -21,9 +21,10 @@ from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
 from opentelemetry.trace import TracerProvider
 
-from engine.config import Address, env_addr, format_addr
 from engine.errors import StaleEpoch, TransientStepError
+from engine.net import Target, TlsFiles, check_server_name, env_target, env_tls
 from engine.telemetry import exports
+from orders.channels import aio_channel
 from orders.errors import CallRefused
 from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.order.v1 import order_pb2, order_pb2_grpc
@@ -47,17 +48,28 @@ TRANSIENT: Final = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ServiceAddresses:
-    order: Address
-    payment: Address
-    inventory: Address
+    """Where the three services are (each one address, replicas or a dns: name), and the
+    mutual-TLS files to call them with (None: plaintext)."""
+
+    order: Target
+    payment: Target
+    inventory: Target
+    tls: TlsFiles | None = field(default=None, kw_only=True)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServiceAddresses:
-        return cls(
-            order=env_addr(env, "ORDER_SERVICE_ADDR", "127.0.0.1:9090"),
-            payment=env_addr(env, "PAYMENT_SERVICE_ADDR", "127.0.0.1:9091"),
-            inventory=env_addr(env, "INVENTORY_SERVICE_ADDR", "127.0.0.1:9092"),
-        )
+        targets = {
+            var: env_target(env, var, default)
+            for var, default in (
+                ("ORDER_SERVICE_ADDR", "127.0.0.1:9090"),
+                ("PAYMENT_SERVICE_ADDR", "127.0.0.1:9091"),
+                ("INVENTORY_SERVICE_ADDR", "127.0.0.1:9092"),
+            )
+        }
+        tls = env_tls(env)
+        check_server_name(targets, tls)
+        order, payment, inventory = targets.values()
+        return cls(order, payment, inventory, tls=tls)
 
 
 async def _call(service: str, call: Awaitable[T]) -> T:
@@ -123,8 +135,8 @@ class Participants:
             )
         )
         self._channels = [
-            aio.insecure_channel(format_addr(a), options=KEEPALIVE, interceptors=tracing)
-            for a in (addresses.order, addresses.payment, addresses.inventory)
+            aio_channel(t, addresses.tls, options=KEEPALIVE, interceptors=tracing)
+            for t in (addresses.order, addresses.payment, addresses.inventory)
         ]
         order_ch, payment_ch, inventory_ch = self._channels
         self.order = order_pb2_grpc.OrderStub(order_ch)

@@ -5,7 +5,6 @@ and differ only in what they pass (capacity, how often the pump polls)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -86,7 +85,9 @@ async def order_runtime(
     async with contextlib.AsyncExitStack() as stack:
         saga_log = log
         if saga_log is None:
-            opened = await asyncio.to_thread(open_saga_log, settings.log, on_batch=metrics.on_batch)
+            opened = await open_saga_log(
+                settings.log, on_batch=metrics.on_batch, application_name=f"saga-{role}"
+            )
             stack.push_async_callback(opened.close)
             saga_log = opened
         parts = participants

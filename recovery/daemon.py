@@ -67,7 +67,7 @@ async def serve(
                 runtime.log.on_poisoned(on_poisoned)
             log.info(
                 "recovery daemon scanning %s every %.1fs (metrics on %s)",
-                settings.drive.log.path,
+                settings.drive.log.where,
                 settings.interval_s,
                 format_addr(settings.metrics_addr),
             )

@@ -7,20 +7,21 @@ from collections.abc import Mapping
 
 import click
 
-from engine.log_settings import SagaLogSettings
+from engine.log_settings import LogBackend, SagaLogSettings
 from orders.audit import audit
 from orders.audit_io import read_snapshot, wait_until_settled
 from orders.participants import ServiceAddresses
 
 
 def run_audit(env: Mapping[str, str], *, wait_s: float, as_json: bool) -> int:
-    log_path = SagaLogSettings.from_env(env).path
-    if not log_path.exists():
-        click.echo(f"saga: error: no saga log at {log_path} (set SAGA_DATA_DIR)", err=True)
+    settings = SagaLogSettings.from_env(env)
+    services = ServiceAddresses.from_env(env)  # a bad setting stops it before any wait
+    if settings.backend is LogBackend.SQLITE and not settings.path.exists():
+        click.echo(f"saga: error: no saga log at {settings.path} (set SAGA_DATA_DIR)", err=True)
         return 2
     if wait_s > 0:
-        wait_until_settled(log_path, wait_s)
-    report = audit(read_snapshot(log_path, ServiceAddresses.from_env(env)))
+        wait_until_settled(settings, wait_s)
+    report = audit(read_snapshot(settings, services))
     if as_json:
         click.echo(
             json.dumps(

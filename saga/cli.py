@@ -127,18 +127,24 @@ def gateway(listen_fd: int | None) -> None:
 @click.argument("target")
 @click.option("--service", default="", help="gRPC: the service to check (default: the server).")
 @click.option("--timeout", "timeout_s", type=float, default=2.0, show_default=True)
+@clear_errors
 def probe(kind: str, target: str, service: str, timeout_s: float) -> None:
     """Health probe for container healthchecks: exit 0 when TARGET is healthy, else 1.
 
     \b
     saga probe grpc 127.0.0.1:9090           # the standard gRPC health check
     saga probe http http://127.0.0.1:8080/healthz
+
+    A gRPC probe presents SAGA_GRPC_TLS_CERT/_KEY/_CA when they are set (mutual TLS).
     """
     from saga.probes import probe_grpc, probe_http
 
-    why = (
-        probe_grpc(target, service, timeout_s) if kind == "grpc" else probe_http(target, timeout_s)
-    )
+    if kind == "grpc":
+        from engine.net import env_tls
+
+        why = probe_grpc(target, service, timeout_s, env_tls(os.environ))
+    else:
+        why = probe_http(target, timeout_s)
     if why is not None:
         click.echo(f"saga: probe: {why}", err=True)
         sys.exit(1)

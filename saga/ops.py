@@ -47,8 +47,7 @@ from saga.ops_text import ls_table, show_text, summary_text, table
 
 if TYPE_CHECKING:
     from engine.saga_log import SagaRecord
-    from engine.sqlite_log import SqliteSagaLog
-    from saga.ops_io import OpsSettings
+    from saga.ops_io import OpsLog, OpsSettings
 
 __all__ = [
     "EXIT_ERROR",
@@ -257,7 +256,7 @@ def _changed(verb: Verb, record: SagaRecord) -> str:
     )
 
 
-def _wait(log: SqliteSagaLog, saga_ids: Sequence[str], wait_s: float) -> int:
+def _wait(log: OpsLog, saga_ids: Sequence[str], wait_s: float) -> int:
     from saga.ops_io import wait_for_end
 
     click.echo(f"waiting up to {wait_s:g}s for {len(saga_ids)} saga(s) to end…", err=True)
@@ -310,9 +309,7 @@ def _one(
         return EXIT_OK if wait_s is None else _wait(log, [saga_id], wait_s)
 
 
-def _dry_run(
-    verb: Verb, settings: OpsSettings, log: SqliteSagaLog, records: Sequence[SagaRecord]
-) -> int:
+def _dry_run(verb: Verb, settings: OpsSettings, log: OpsLog, records: Sequence[SagaRecord]) -> int:
     from saga.ops_io import definitions
     from saga.ops_model import preview
 

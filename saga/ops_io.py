@@ -15,22 +15,24 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
-from engine.core import ACTIVE_STATUSES
+from engine.core import ACTIVE_STATUSES, Transition
 from engine.definition import SagaDefinition
 from engine.errors import EngineError
-from engine.log_settings import SagaLogSettings
+from engine.log_settings import LogBackend, SagaLogSettings
 from engine.operations import cancel_saga, retry_saga
-from engine.saga_log import SagaFilter, SagaRecord
+from engine.saga_log import SagaFilter, SagaLog, SagaPage, SagaRecord
 from engine.sqlite import DbConfig, open_connection
 from engine.sqlite_log import SqliteSagaLog
+from engine.sync_log import SyncSagaLog
 from orders.saga import ORDER_SAGA, OrderSagaPolicy, order_saga_shape
 from saga.errors import NoSagaLog
 from saga.ops_model import Outcome, OutcomeKind, Verb
 
 __all__ = [
     "NoSagaLog",
+    "OpsLog",
     "OpsSettings",
     "act",
     "act_many",
@@ -95,10 +97,33 @@ def _check_is_saga_log(cfg: DbConfig) -> None:
         raise NoSagaLog(f"{cfg.path} is not a saga log (no sagas table)")
 
 
+class OpsLog(SagaLog, Protocol):
+    """The log as the commands use it: the port, plus reads that need no event loop."""
+
+    def get_sync(self, saga_id: str) -> SagaRecord | None: ...
+
+    def transitions_sync(self, saga_id: str) -> list[Transition]: ...
+
+    def list_sagas_sync(
+        self, flt: SagaFilter, *, limit: int, cursor: str | None = None
+    ) -> SagaPage: ...
+
+    def close_sync(self) -> None: ...
+
+
 @contextlib.contextmanager
-def open_log(settings: OpsSettings, *, readonly: bool = False) -> Iterator[SqliteSagaLog]:
+def open_log(settings: OpsSettings, *, readonly: bool = False) -> Iterator[OpsLog]:
     """The saga log; `readonly` for commands that only look, so that they never wait for
-    (or hold up) the write lock of a live system."""
+    (or hold up) the write lock of a live system. A PostgreSQL log never makes anyone
+    wait for a read; it must exist (a wrong URL gets no log made in it)."""
+    log: OpsLog
+    if settings.log.backend is LogBackend.POSTGRES:
+        log = SyncSagaLog.open(settings.log)
+        try:
+            yield log
+        finally:
+            log.close_sync()
+        return
     cfg = settings.log.db
     _check_is_saga_log(cfg)
     log = SqliteSagaLog.open_readonly(cfg) if readonly else SqliteSagaLog.open(cfg)
@@ -108,7 +133,7 @@ def open_log(settings: OpsSettings, *, readonly: bool = False) -> Iterator[Sqlit
         log.close_sync()
 
 
-def select(log: SqliteSagaLog, flt: SagaFilter, *, limit: int | None) -> list[SagaRecord]:
+def select(log: OpsLog, flt: SagaFilter, *, limit: int | None) -> list[SagaRecord]:
     """Every saga the filter matches (up to `limit`), newest first, page by page. A saga
     created while this reads may or may not be in it; none is listed twice."""
     out: list[SagaRecord] = []
@@ -124,7 +149,7 @@ def select(log: SqliteSagaLog, flt: SagaFilter, *, limit: int | None) -> list[Sa
 
 
 async def act(
-    log: SqliteSagaLog, verb: Verb, saga_id: str, *, settings: OpsSettings, now_ms: int
+    log: OpsLog, verb: Verb, saga_id: str, *, settings: OpsSettings, now_ms: int
 ) -> SagaRecord:
     """One operator's change; raises CannotChange (refused) or SagaNotFound."""
     defs, actor = definitions(settings), settings.actor
@@ -134,7 +159,7 @@ async def act(
 
 
 async def act_many(
-    log: SqliteSagaLog,
+    log: OpsLog,
     verb: Verb,
     saga_ids: Sequence[str],
     *,
@@ -160,7 +185,7 @@ async def act_many(
 
 
 def wait_for_end(
-    log: SqliteSagaLog, saga_ids: Sequence[str], timeout_s: float, *, poll_s: float = 0.1
+    log: OpsLog, saga_ids: Sequence[str], timeout_s: float, *, poll_s: float = 0.1
 ) -> dict[str, SagaRecord]:
     """Poll until none of the sagas is RUNNING or COMPENSATING (finished, or parked again)
     or the time is up; their records as last read."""

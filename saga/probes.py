@@ -16,7 +16,10 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from engine.net import TlsFiles
 
 __all__ = [
     "free_port",
@@ -28,15 +31,22 @@ __all__ = [
 ]
 
 
-def probe_grpc(address: str, service: str = "", timeout_s: float = 2.0) -> str | None:
-    """The standard gRPC health check of `service` ("" = the server) at host:port: None
-    when it is SERVING, else why not."""
+def probe_grpc(
+    address: str, service: str = "", timeout_s: float = 2.0, tls: TlsFiles | None = None
+) -> str | None:
+    """The standard gRPC health check of `service` ("" = the server) at host:port (or any
+    `*_SERVICE_ADDR` form): None when it is SERVING, else why not. `tls`: the caller's
+    certificate for a service that serves mutual TLS; without it such a service refuses
+    the handshake (UNAVAILABLE)."""
     # Imported here: `saga probe http` and the processes that only poll HTTP or TCP
     # should not pay for loading gRPC.
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    from engine.net import parse_target
+    from orders.channels import sync_channel
+
+    with sync_channel(parse_target(address, "address"), tls) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
@@ -67,9 +77,11 @@ def probe_http(url: str, timeout_s: float = 2.0) -> str | None:
     return None if 200 <= status < 300 else f"{url}: HTTP {status}"
 
 
-def grpc_serving(address: str, service: str = "", timeout: float = 0.5) -> bool:
+def grpc_serving(
+    address: str, service: str = "", timeout: float = 0.5, tls: TlsFiles | None = None
+) -> bool:
     """True when the gRPC health check of `service` ("" = the server) says SERVING."""
-    return probe_grpc(address, service, timeout) is None
+    return probe_grpc(address, service, timeout, tls) is None
 
 
 def http_ok(url: str, timeout: float = 0.5) -> bool:

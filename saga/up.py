@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from engine.config import env_float
+from engine.log_settings import SagaLogSettings
 from engine.logging_setup import configure_logging
 from saga.children import Child
 
@@ -48,6 +49,9 @@ class UpSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> UpSettings:
+        # The children read the saga log's settings themselves; a mistake in them (a
+        # malformed SAGA_DATABASE_URL) is one line here, before anything starts.
+        SagaLogSettings.from_env(env)
         return cls(grace_s=env_float(env, "SAGA_UP_GRACE_S", 15.0))
 
 

@@ -3,7 +3,10 @@ point (`ServiceSettings.from_env`), then passed down. Nothing reads os.environ e
 
 - `SAGA_DATA_DIR`: folder of the ledgers `order.db`, `payment.db`, `inventory.db` (./var)
 - `ORDER_SERVICE_ADDR`, `PAYMENT_SERVICE_ADDR`, `INVENTORY_SERVICE_ADDR`: listen addresses
-  (127.0.0.1:9090, :9091, :9092)
+  (127.0.0.1:9090, :9091, :9092); one `host:port`: the callers' list of replicas or
+  `dns:` name is not where one replica listens
+- `SAGA_GRPC_TLS_CERT`, `SAGA_GRPC_TLS_KEY`, `SAGA_GRPC_TLS_CA`: serve mutual TLS (all
+  three or none; engine/net.py)
 - `INVENTORY_SEED_STOCK`: stock of a new inventory ledger (prod_1=15,prod_2=10,prod_3=0)
 - `SAGA_SQLITE_SYNCHRONOUS`: FULL (survives power loss, the default) or NORMAL (a crash)
 - `SAGA_SQLITE_BUSY_TIMEOUT_MS`: how long a write waits for a lock held elsewhere (5000)
@@ -29,7 +32,9 @@ from engine.config import (
     env_float,
     env_int,
     env_synchronous,
+    parse_addr,
 )
+from engine.net import TlsFiles, env_tls
 from engine.sqlite import DbConfig, Synchronous
 from services.common.faults import FaultPlan, parse_faults
 from services.common.validate import MAX_ID_LEN, MAX_QUANTITY
@@ -69,6 +74,7 @@ class ServiceSettings:
     seed_stock: tuple[tuple[str, int], ...] = ()  # inventory only
     faults: FaultPlan = field(default_factory=FaultPlan)
     metrics_addr: Address | None = None  # None: no metrics endpoint
+    tls: TlsFiles | None = None  # None: plaintext
 
     @property
     def db(self) -> DbConfig:
@@ -87,7 +93,7 @@ class ServiceSettings:
             seed = parse_seed_stock(env.get(SEED_VAR) or DEFAULT_SEED_STOCK)
         return cls(
             name=service,
-            addr=env_addr(env, addr_var, addr_default),
+            addr=listen_addr(env, addr_var, addr_default),
             ledger_path=data_dir(env) / f"{service.value}.db",
             synchronous=env_synchronous(env),
             busy_timeout_ms=env_int(env, "SAGA_SQLITE_BUSY_TIMEOUT_MS", 5_000, minimum=1),
@@ -95,7 +101,19 @@ class ServiceSettings:
             seed_stock=seed,
             faults=fault_plan(env),
             metrics_addr=metrics_addr(env, *METRICS_ADDRESSES[service]),
+            tls=env_tls(env),
         )
+
+
+def listen_addr(env: Mapping[str, str], name: str, default: str) -> Address:
+    """Where this replica listens: one host:port, never the callers' list or dns: name."""
+    raw = env.get(name) or default
+    if "," in raw or raw.strip().startswith("dns:"):
+        raise SettingsError(
+            f"{name}={raw!r}: a service listens on one HOST:PORT; a list of replicas or a "
+            "dns: name is for the callers: give each replica its own address"
+        )
+    return parse_addr(raw, name)
 
 
 def metrics_addr(env: Mapping[str, str], name: str, default: str) -> Address | None:

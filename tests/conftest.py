@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.support.pg import fresh_database
+
 settings.register_profile("repeatable", derandomize=True, print_blob=True)
 settings.register_profile("search", print_blob=True)
 settings.load_profile("search" if os.environ.get("FUZZ_SEARCH") else "repeatable")
@@ -100,3 +102,14 @@ def _test_folders(item: pytest.Item) -> list[Path]:
                     found.add(folder)
     # A stack's data folder inside the test's tmp_path is copied once, with tmp_path.
     return sorted(f for f in found if not any(f != g and f.is_relative_to(g) for g in found))
+
+
+# ---- PostgreSQL ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url() -> Generator[str, None, None]:
+    """A fresh database on the machine's PostgreSQL server (tests/support/pg.py), dropped
+    after the test; the test fails in one line when the server is not running."""
+    with fresh_database() as url:
+        yield url

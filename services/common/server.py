@@ -3,7 +3,8 @@ shutdown.
 
 Start-up: open the ledger (migrate, then the service's `prepare` unit, e.g. seeding stock),
 build the grpc.aio server with the service's servicer and grpc's health service, bind the
-address, start, and only then report SERVING. Shutdown (SIGTERM or SIGINT): the handler
+address (mutual TLS when the settings carry certificates), start, and only then report
+SERVING. Shutdown (SIGTERM or SIGINT): the handler
 only sets a flag; the lifespan then reports NOT_SERVING, stops the server with a grace
 period for calls in flight, and closes the ledger after its queued writes are durable.
 
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from engine.config import Address, format_addr
 from engine.errors import ListenError
+from engine.net import TlsFiles, is_loopback
 from engine.sqlite import end_process
 from services.common.edge import Edge
 from services.common.faults import FaultInjector, FaultPlan
@@ -116,7 +118,7 @@ async def start(
         health: Health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        port = _bind(server, settings.addr, spec.name)
+        port = _bind(server, settings.addr, spec.name, settings.tls)
         metrics = None
         if settings.metrics_addr is not None:
             metrics = MetricsEndpoint.start(settings.metrics_addr, registry, spec.name)
@@ -129,12 +131,23 @@ async def start(
     return RunningService(spec, settings, server, health, store, port, metrics)
 
 
-def _bind(server: grpc.aio.Server, addr: Address, name: str) -> int:
+def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    """Mutual TLS: a caller without a certificate signed by the CA fails the handshake,
+    before any call reaches a servicer or a ledger."""
+    return grpc.ssl_server_credentials(
+        [(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True
+    )
+
+
+def _bind(server: grpc.aio.Server, addr: Address, name: str, tls: TlsFiles | None) -> int:
     target = format_addr(addr)
     reason = _unbindable(addr) if addr[1] != 0 else None
     if reason is None:
         try:
-            port = server.add_insecure_port(target)
+            if tls is None:
+                port = server.add_insecure_port(target)
+            else:
+                port = server.add_secure_port(target, _server_credentials(tls))
         except RuntimeError:
             port = 0
         if port > 0:
@@ -170,6 +183,7 @@ def _unbindable(addr: Address) -> str | None:
 async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     _warn_if_faults(settings.faults, spec.name)
+    _warn_if_open(settings, spec.name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Installed before start-up, so that a SIGTERM while the ledger opens stops cleanly
@@ -194,6 +208,17 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(signum)
     log.info("%s: stopped", spec.name)
+
+
+def _warn_if_open(settings: ServiceSettings, name: str) -> None:
+    if settings.tls is None and not is_loopback(settings.addr[0]):
+        log.warning(
+            "!!! %s: listening on %s WITHOUT TLS: anything that reaches this port can "
+            "reserve, charge or cancel. Set SAGA_GRPC_TLS_CERT, SAGA_GRPC_TLS_KEY and "
+            "SAGA_GRPC_TLS_CA (docs/scale-out.md#replicas-and-tls), or listen on 127.0.0.1. !!!",
+            name,
+            format_addr(settings.addr),
+        )
 
 
 def _warn_if_faults(plan: FaultPlan, name: str) -> None:

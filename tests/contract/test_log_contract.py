@@ -1,9 +1,11 @@
-"""One contract, every adapter of the saga log port: SQLite (durable) and the in-memory twin.
-A new adapter (PostgreSQL, say) joins by adding itself to the `log` fixture."""
+"""One contract, every adapter of the saga log port: SQLite (durable), PostgreSQL (a fresh
+database on the machine's server, tests/support/pg.py) and the in-memory twin. A new
+adapter joins by adding itself to the `log` fixture."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from engine.core import Phase, SagaStatus, Transition
 from engine.errors import StaleEpoch
 from engine.memory_log import MemorySagaLog
 from engine.operations import prune_history
+from engine.pg.settings import parse_url
+from engine.pg_log import PgSagaLog
 from engine.saga_log import (
     Change,
     IdempotencyKeyReused,
@@ -31,11 +35,14 @@ from engine.sqlite_log import SqliteSagaLog
 NOW = 1_000_000
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 async def log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SagaLog]:
     adapter: SagaLog
     if request.param == "sqlite":
         adapter = SqliteSagaLog.open(DbConfig(tmp_path / "saga.db"))
+    elif request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        adapter = await PgSagaLog.open(parse_url(url, "SAGA_DATABASE_URL"))
     else:
         adapter = MemorySagaLog()
     yield adapter
@@ -103,6 +110,44 @@ async def test_append_is_fenced_by_epoch(log: SagaLog) -> None:
         ("", Phase.CREATED, 1),
         ("s0", Phase.INTENT, 2),
     ]
+
+
+async def test_one_stale_or_broken_write_fails_alone_among_concurrent_ones(log: SagaLog) -> None:
+    """Appends that meet in one group commit are fenced and checked each on its own: a
+    stale writer, an unknown saga and a fact recorded twice fail, the others are written."""
+    for i in range(6):
+        await log.create(new(i), owner="a", lease_expires_ms=NOW - 1, now_ms=NOW)
+    await log.claim("b", limit=1, now_ms=NOW, lease_expires_ms=NOW + 50)  # saga-0: epoch 2
+    intent = Transition("s0", Phase.INTENT, 1)
+    await log.append("saga-1", 1, [intent], status=SagaStatus.RUNNING, reason=None, now_ms=NOW)
+
+    async def step(saga_id: str, epoch: int, t: Transition) -> str:
+        try:
+            await log.append(
+                saga_id, epoch, [t], status=SagaStatus.RUNNING, reason=None, now_ms=NOW
+            )
+        except StaleEpoch:
+            return "stale"
+        except SagaNotFound:
+            return "not found"
+        except Exception as exc:
+            return "duplicate" if re.search(r"(?i)unique|duplicate", str(exc)) else repr(exc)
+        return "ok"
+
+    results = await asyncio.gather(
+        step("saga-0", 1, intent),  # fenced: b claimed it
+        step("saga-1", 1, intent),  # recorded already
+        step("nope", 1, intent),
+        *(step(f"saga-{i}", 1, intent) for i in range(2, 6)),
+    )
+    assert results == ["stale", "duplicate", "not found", "ok", "ok", "ok", "ok"]
+    for i in range(2, 6):
+        assert [t.phase for t in await log.transitions(f"saga-{i}")] == [
+            Phase.CREATED,
+            Phase.INTENT,
+        ]
+    assert [t.phase for t in await log.transitions("saga-0")] == [Phase.CREATED, Phase.CLAIMED]
+    assert len(await log.transitions("saga-1")) == 2
 
 
 async def test_a_fact_is_recorded_once(log: SagaLog) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from engine.net import TlsFiles
 from saga.children import SERVICE_ADDR_VARS, Child, ChildFailed, base_env
 from saga.probes import free_port, grpc_serving, http_ok, tcp_open
 
@@ -172,18 +173,29 @@ class SagaProcess:
 
 class ServiceProcess(SagaProcess):
     """`saga service NAME`, ready when its gRPC health check says SERVING and it has printed
-    its serving line (addresses of its ports), which comes just after."""
+    its serving line (addresses of its ports), which comes just after. `probe_tls`: a
+    caller's certificate for the health check of a service that serves mutual TLS."""
 
     def __init__(
-        self, name: str, env: Mapping[str, str], log_path: Path, host: str, port: int
+        self,
+        name: str,
+        env: Mapping[str, str],
+        log_path: Path,
+        host: str,
+        port: int,
+        probe_tls: TlsFiles | None = None,
     ) -> None:
         self.service = name
         self.host = host
         self.port = port
+        self.probe_tls = probe_tls
         super().__init__(["service", name], env, log_path, self._ready)
 
     def _ready(self) -> bool:
-        return grpc_serving(self.address) and f"{self.service} serving on" in self.output()
+        return (
+            grpc_serving(self.address, tls=self.probe_tls)
+            and f"{self.service} serving on" in self.output()
+        )
 
     @property
     def address(self) -> str:
@@ -199,12 +211,14 @@ def start_service(
     host: str = "127.0.0.1",
     log_path: Path | None = None,
     wait: bool = True,
+    probe_tls: TlsFiles | None = None,
 ) -> ServiceProcess:
     """Start `saga service NAME` on host:port with its ledger in `data_dir`, and (with
     `wait`) return once it is SERVING. The log goes to `data_dir/NAME.log` by default."""
     env = base_env(SAGA_DATA_DIR=str(data_dir), **{SERVICE_ADDR_VARS[name]: f"{host}:{port}"})
     env.update(extra_env or {})
-    proc = ServiceProcess(name, env, log_path or data_dir / f"{name}.log", host, port)
+    log = log_path or data_dir / f"{name}.log"
+    proc = ServiceProcess(name, env, log, host, port, probe_tls)
     return proc.start(wait=wait)
 
 

@@ -30,11 +30,13 @@ import httpx
 import pytest
 import redis
 
+from engine.log_settings import SagaLogSettings
 from engine.saga_log import NewSaga
 from engine.sqlite import DbConfig
 from engine.sqlite_log import SqliteSagaLog
 from orders.audit import AuditReport, audit
 from orders.audit_io import read_snapshot, wait_until_settled
+from orders.channels import sync_channel
 from orders.model import ORDER_SAGA, Item, OrderRequest
 from orders.participants import ServiceAddresses
 from proto.inventory.v1 import inventory_pb2_grpc
@@ -121,7 +123,9 @@ class Stack:
         for name, var in SERVICE_ADDR_VARS.items():
             port = int(self.env[var].rsplit(":", 1)[1])
             env = {**self.env, **(extra_env or {})}
-            self.services[name] = start_service(name, self.data, port, env, wait=False)
+            self.services[name] = start_service(
+                name, self.data, port, env, wait=False, probe_tls=self.addresses.tls
+            )
         for svc in self.services.values():
             svc.wait_ready()
 
@@ -178,7 +182,9 @@ class Stack:
         return httpx.Client(base_url=self.url, timeout=10.0)
 
     def _channel(self, name: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(self.env[SERVICE_ADDR_VARS[name]])
+        addresses = self.addresses
+        targets = {"order": addresses.order, "payment": addresses.payment}
+        channel = sync_channel(targets.get(name, addresses.inventory), addresses.tls)
         self._channels.append(channel)
         return channel
 
@@ -230,9 +236,10 @@ class Stack:
 
     def audit(self, wait_s: float = 0.0) -> AuditReport:
         """The contract's invariants across the saga log and the three services."""
+        settings = SagaLogSettings.from_env(self.env)  # SAGA_DATABASE_URL, else the file
         if wait_s:
-            wait_until_settled(self.log_path, wait_s)
-        return audit(read_snapshot(self.log_path, self.addresses))
+            wait_until_settled(settings, wait_s)
+        return audit(read_snapshot(settings, self.addresses))
 
 
 def wait_for(check: Callable[[], bool], within_s: float = 30.0, what: str = "timed out") -> None:

@@ -1,0 +1,163 @@
+"""One way to run a unit of work in a PostgreSQL transaction, for every user of the
+database: retried while a new attempt may help, and honest about a COMMIT whose answer
+never came."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from engine.errors import CommitOutcomeUnknown
+from engine.pg.errors import commit_outcome, is_transient, storage_error
+from engine.pg.pool import Conn
+
+__all__ = ["RETRY_FOR_S", "Retry", "read", "transaction"]
+
+T = TypeVar("T")
+Unit = Callable[[Conn], Awaitable[T]]
+
+RETRY_FOR_S: Final = 3.0  # how long a caller keeps trying before it hears "unavailable"
+
+
+class Retry:
+    """A retry budget: attempts, total time and the backoff's first and largest wait."""
+
+    __slots__ = ("attempts", "first_s", "for_s", "max_s")
+
+    def __init__(
+        self,
+        *,
+        attempts: int = 8,
+        for_s: float = RETRY_FOR_S,
+        first_s: float = 0.02,
+        max_s: float = 1.0,
+    ) -> None:
+        self.attempts = attempts
+        self.for_s = for_s
+        self.first_s = first_s
+        self.max_s = max_s
+
+
+class _CommitFailed(Exception):
+    """The COMMIT itself failed with an answer from the server (rolled back)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def transaction(
+    pool: asyncpg.Pool,
+    unit: Unit[T],
+    *,
+    where: str,
+    retry: Retry | None = None,
+    synchronous_commit: bool = True,
+) -> T:
+    """Run `unit(conn)` in one transaction on a connection of `pool`; its result once
+    COMMIT answered.
+
+    A transient error (engine/pg/errors.py) raised before COMMIT runs the whole unit again
+    after a jittered backoff, within `retry`'s budget; once it is spent the error is a
+    StorageError (`where` names the database, without a password). Anything the unit
+    raises on purpose (an EngineError such as StaleEpoch) is never retried. A COMMIT cut
+    off (connection lost, timeout) raises CommitOutcomeUnknown and is never retried: the
+    unit may have been applied. `synchronous_commit=False` lets the server acknowledge
+    before its WAL is flushed: only for writes whose loss in a server crash is harmless
+    (never an epoch bump, never anything acknowledged to a client)."""
+    policy = retry or Retry()
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.for_s),
+        wait=wait_random_exponential(multiplier=policy.first_s, max=policy.max_s),
+        retry=retry_if_exception(_retryable),
+        retry_error_callback=_give_up,
+        reraise=True,
+    )
+    try:
+        result: T = await retrying(_attempt, pool, unit, where, synchronous_commit)
+    except _CommitFailed as exc:
+        raise _translated(exc.error, where) from exc.error
+    except CommitOutcomeUnknown:
+        raise
+    except Exception as exc:
+        translated = _translated(exc, where)
+        if translated is exc:
+            raise
+        raise translated from exc
+    return result
+
+
+async def read(pool: asyncpg.Pool, query: Unit[T], *, where: str, retry: Retry | None = None) -> T:
+    """Run `query(conn)` outside any explicit transaction (each statement is its own):
+    for reads, which need no BEGIN and COMMIT round trips. Transient errors are retried
+    as `transaction` does; once the budget is spent they are a StorageError."""
+    policy = retry or Retry()
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.for_s),
+        wait=wait_random_exponential(multiplier=policy.first_s, max=policy.max_s),
+        retry=retry_if_exception(_retryable),
+        retry_error_callback=_give_up,
+        reraise=True,
+    )
+
+    async def once() -> T:
+        async with pool.acquire() as conn:
+            return await query(conn)
+
+    try:
+        result: T = await retrying(once)
+    except Exception as exc:
+        translated = _translated(exc, where)
+        if translated is exc:
+            raise
+        raise translated from exc
+    return result
+
+
+def _retryable(exc: BaseException) -> bool:
+    inner = exc.error if isinstance(exc, _CommitFailed) else exc
+    return not isinstance(inner, CommitOutcomeUnknown) and is_transient(inner)
+
+
+def _give_up(state: RetryCallState) -> object:
+    assert state.outcome is not None
+    return state.outcome.result()  # re-raises the last error
+
+
+def _translated(exc: BaseException, where: str) -> BaseException:
+    return storage_error(exc, where) or exc
+
+
+async def _attempt(pool: asyncpg.Pool, unit: Unit[T], where: str, synchronous_commit: bool) -> T:
+    async with pool.acquire() as conn:
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            if not synchronous_commit:
+                await conn.execute("SET LOCAL synchronous_commit = off")
+            result = await unit(conn)
+        except BaseException:
+            if not conn.is_closed():
+                try:
+                    await tr.rollback()
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                    conn.terminate()  # the pool replaces it
+            raise
+        try:
+            await tr.commit()
+        except Exception as exc:
+            unknown = commit_outcome(exc, where)
+            if unknown is not None:
+                raise unknown from exc
+            raise _CommitFailed(exc) from exc
+        return result
