@@ -298,3 +298,45 @@ def _replay(command_path: str, settings: EngineBenchSettings) -> str:
     else:
         flags.append("--no-dbos")
     return " ".join([command_path, *flags])
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="One second at concurrency 4, 100 calls, one rep.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions (default 3).")
+@click.option("-c", "--concurrency", type=click.IntRange(1), help="Connections (default 64).")
+@click.option("--duration", type=click.FloatRange(0.1), help="Seconds of load (default 6).")
+@click.option("--calls", type=click.IntRange(1), help="Calls to the service alone (default 3000).")
+@click.option("--workers", type=click.IntRange(1), help="SAGA_GATEWAY_WORKERS (default 1).")
+@_out_option("cost")
+@_data_dir_option
+@click.pass_context
+def cost(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    concurrency: int | None,
+    duration: float | None,
+    calls: int | None,
+    workers: int | None,
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """CPU per order of every process of the stack, and of a service alone per call."""
+    from bench.cost import CostSettings, run
+
+    settings = CostSettings.quick() if quick else CostSettings()
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        concurrency=concurrency or settings.concurrency,
+        duration_s=duration or settings.duration_s,
+        calls=calls or settings.calls,
+        workers=workers or settings.workers,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", f"-c {settings.concurrency}"]
+    flags += [f"--duration {settings.duration_s:g}", f"--workers {settings.workers}"]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, _progress)
+    _echo_report(report.markdown, report.files)

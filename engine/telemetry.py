@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-__all__ = ["service_name", "setup_tracing", "tracer_provider"]
+__all__ = ["exports", "service_name", "setup_tracing", "tracer_provider"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,16 @@ def tracer_provider(
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def exports(provider: trace.TracerProvider | None = None) -> bool:
+    """Whether spans of `provider` (the process's global one when None) can leave the
+    process. False for the provider `tracer_provider` builds without an exporter: then
+    the boundaries open their non-recording spans themselves rather than through
+    OpenTelemetry's instrumentations, whose per-request work (attributes, filters,
+    handler wrapping) is for spans nobody keeps (docs/benchmarks.md)."""
+    provider = provider or trace.get_tracer_provider()
+    return not (isinstance(provider, TracerProvider) and provider.sampler is ALWAYS_OFF)
 
 
 def setup_tracing(

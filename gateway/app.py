@@ -20,25 +20,29 @@ continues. Probes (/healthz, /readyz, /metrics) make no spans.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
+from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
+from starlette.types import ASGIApp
 
 from engine.clock import Clock
 from engine.crashpoints import CrashPoints
 from engine.idempotency import IdempotencyCache, NullCache
 from engine.redis_cache import RedisCache
 from engine.saga_log import SagaLog
+from engine.telemetry import exports
 from gateway import routes_ops, routes_orders, routes_sagas
 from gateway.context import Gateway
 from gateway.errors import install_error_handlers
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import BodyLimit, HeaderGuard, RequestMetrics
+from gateway.middleware import BodyLimit, HeaderGuard, RequestMetrics, RequestSpan
 from gateway.schemas import ErrorOut, OrderIn
 from gateway.settings import GatewaySettings
 from gateway.ui import SecurityHeaders, install_ui
@@ -143,18 +147,28 @@ def create_app(
         "/", lambda: RedirectResponse("/ui", status_code=307), include_in_schema=False
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    # Outermost (it wraps the whole middleware stack): every answer, errors included, is
-    # inside the request's span. The ASGI receive/send spans would only add noise.
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=tracer_provider,
-        excluded_urls=_UNTRACED,
-        exclude_spans=["receive", "send"],
-    )
+    provider = tracer_provider or trace.get_tracer_provider()
+    if exports(provider):
+        # Outermost (it wraps the whole middleware stack): every answer, errors included,
+        # is inside the request's span. The ASGI receive/send spans would only add noise.
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=tracer_provider,
+            excluded_urls=_UNTRACED,
+            exclude_spans=["receive", "send"],
+        )
+        inner = app.build_middleware_stack
+    else:  # nothing leaves the process: the same span, non-recording, at ~no cost
+        tracer = provider.get_tracer(__name__)
+        untraced = re.compile("|".join(_UNTRACED.split(",")))
+        stack = app.build_middleware_stack
+
+        def inner() -> ASGIApp:
+            return RequestSpan(stack(), tracer=tracer, untraced=untraced)
+
     # Around the instrumentation itself, as the instrumentation wraps the stack (see
     # HeaderGuard): a header it cannot decode must be a 400, never its exception.
-    build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: HeaderGuard(build_stack())  # type: ignore[method-assign]
+    app.build_middleware_stack = lambda: HeaderGuard(inner())  # type: ignore[method-assign]
     return app
 
 

@@ -32,6 +32,7 @@ from types import FrameType
 
 import uvicorn
 
+from engine import event_loop
 from engine.config import Address, format_addr
 from engine.crashpoints import CrashPoints
 from engine.errors import ListenError
@@ -42,6 +43,7 @@ from engine.telemetry import setup_tracing
 from gateway.app import create_app
 from gateway.context import Gateway
 from gateway.settings import GatewaySettings
+from gateway.workers import inherited_socket, run_workers
 
 __all__ = ["bind", "run_gateway"]
 
@@ -73,25 +75,34 @@ def bind(addr: Address) -> socket.socket:
     return sock
 
 
-def run_gateway(env: Mapping[str, str]) -> None:
-    """Serve until SIGTERM/SIGINT. Bad settings, a taken address or an unusable saga log
-    raise an EngineError, which the CLI prints as one line."""
+def run_gateway(env: Mapping[str, str], *, listen_fd: int | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code. Bad settings, a taken address or an
+    unusable saga log raise an EngineError, which the CLI prints as one line.
+    `listen_fd`: serve as one worker of SAGA_GATEWAY_WORKERS on this inherited socket
+    (gateway/workers.py); None: bind HTTP_ADDR, then serve, or run the workers."""
     settings = GatewaySettings.from_env(env)
     crash = CrashPoints.from_env(env)
     configure_logging("gateway")
+    if listen_fd is None and settings.workers > 1:
+        sock = bind(settings.http_addr)
+        try:
+            return run_workers(sock, settings, env)
+        finally:
+            sock.close()
     tracing = setup_tracing("gateway", env)
     if crash.armed:
         log.warning("!!! crash point armed (SAGA_ENV=test): %s !!!", crash)
     if not settings.drive.log.durable:
         log.warning("!!! SAGA_LOG_BACKEND=memory (SAGA_ENV=test): NOTHING IS DURABLE !!!")
     try:
-        sock = bind(settings.http_addr)
+        sock = bind(settings.http_addr) if listen_fd is None else inherited_socket(listen_fd)
         try:
-            asyncio.run(_serve(settings, crash, sock))
+            event_loop.run(_serve(settings, crash, sock))
         finally:
             sock.close()
     finally:
         tracing.shutdown()  # flush queued spans
+    return 0
 
 
 async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.socket) -> None:
@@ -116,6 +127,9 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
                 lifespan="off",  # entered above
                 log_config=None,  # logging is configured by run_gateway
                 access_log=False,
+                # The C parser (uvicorn would pick h11, pure Python, without it installed):
+                # a dependency, so every install parses HTTP at the same cost.
+                http="httptools",
                 server_header=False,
                 # Requests are short; the sagas they start are the runner's to drain.
                 timeout_graceful_shutdown=max(1, min(5, round(settings.drive.drain_s))),

@@ -23,6 +23,7 @@ The contract's variables (docs/reference.md) and the gateway's own, each with a 
 | `SAGA_READY_TIMEOUT_S` | per-service health check timeout of /readyz | 0.5 |
 | `SAGA_UI_TRACE_URL` | the explorer's link to a saga's trace, with `{trace_id}` in it | unset |
 | `SAGA_LOG_BACKEND` | `sqlite`; `memory`: tests and benchmarks only (`SAGA_ENV=test`) | sqlite |
+| `SAGA_GATEWAY_WORKERS` | worker processes serving the one HTTP port, each with its runner | 1 |
 | `SAGA_STEP_MAX_ATTEMPTS` | attempts before a step before the pivot gives up (cancel) | 6 |
 | `SAGA_PARK_AFTER` | attempts of the pivot, later steps or a compensation before parking | 40 |
 | `SAGA_INITIAL_BACKOFF_S`, `SAGA_MAX_BACKOFF_S` | retry backoff (exponential, jitter) | 0.05, 2 |
@@ -51,7 +52,7 @@ from redis.connection import parse_url
 from engine.config import Address, SettingsError, env_addr, env_float, env_int
 from orders.runtime import DriveSettings
 
-__all__ = ["TRACE_ID_SLOT", "GatewaySettings"]
+__all__ = ["MAX_WORKERS", "TRACE_ID_SLOT", "GatewaySettings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +70,13 @@ class GatewaySettings:
     # The saga explorer's link to a trace: a URL with `{trace_id}` where the id goes (a
     # Grafana Explore link, say); None: no link.
     ui_trace_url: str | None = None
+    # Processes serving HTTP_ADDR, each with its own runner over the shared saga log
+    # (gateway/workers.py); 1: this process serves alone.
+    workers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
-        return cls(
+        settings = cls(
             http_addr=env_addr(env, "HTTP_ADDR", "127.0.0.1:8080"),
             drive=DriveSettings.from_env(env),
             redis_url=_redis_url(env),
@@ -83,10 +87,23 @@ class GatewaySettings:
             max_body_bytes=env_int(env, "SAGA_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             ready_timeout_s=env_float(env, "SAGA_READY_TIMEOUT_S", 0.5, minimum=0.01),
             ui_trace_url=_trace_url(env),
+            workers=env_int(env, "SAGA_GATEWAY_WORKERS", 1, minimum=1),
         )
+        if settings.workers > MAX_WORKERS:
+            raise SettingsError(
+                f"SAGA_GATEWAY_WORKERS={settings.workers}: expected at most {MAX_WORKERS} "
+                "(about one per core)"
+            )
+        if settings.workers > 1 and not settings.drive.log.durable:
+            raise SettingsError(
+                f"SAGA_GATEWAY_WORKERS={settings.workers}: the in-memory saga log "
+                "(SAGA_LOG_BACKEND=memory) lives in one process; use 1 worker"
+            )
+        return settings
 
 
 TRACE_ID_SLOT: Final = "{trace_id}"
+MAX_WORKERS: Final = 64
 
 
 def _trace_url(env: Mapping[str, str]) -> str | None:

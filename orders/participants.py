@@ -17,11 +17,13 @@ from typing import Final, TypeVar
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
 from opentelemetry.trace import TracerProvider
 
 from engine.errors import StaleEpoch, TransientStepError
 from engine.net import Target, TlsFiles, check_server_name, env_target, env_tls
+from engine.telemetry import exports
 from orders.channels import aio_channel
 from orders.errors import CallRefused
 from proto.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -121,10 +123,16 @@ class Participants:
         self._timeout = call_timeout_s
         # OpenTelemetry's client interceptors make a client span per call, a child of the
         # step attempt's span, and put it in `traceparent`. Health checks (/readyz) are
-        # not part of any order's story: no spans.
-        tracing = aio_client_interceptors(  # type: ignore[no-untyped-call]
-            tracer_provider=tracer_provider,
-            filter_=filters.negate(filters.health_check()),
+        # not part of any order's story: no spans. With no exporter, `_md` puts the
+        # attempt's own span in `traceparent` instead (engine.telemetry.exports).
+        self._inject = not exports(tracer_provider)
+        tracing = (
+            []
+            if self._inject
+            else aio_client_interceptors(  # type: ignore[no-untyped-call]
+                tracer_provider=tracer_provider,
+                filter_=filters.negate(filters.health_check()),
+            )
         )
         self._channels = [
             aio_channel(t, addresses.tls, options=KEEPALIVE, interceptors=tracing)
@@ -136,7 +144,11 @@ class Participants:
         self.inventory = inventory_pb2_grpc.InventoryStub(inventory_ch)
 
     def _md(self, epoch: int) -> tuple[tuple[str, str], ...]:
-        return (("x-saga-epoch", str(epoch)),)
+        if not self._inject:
+            return (("x-saga-epoch", str(epoch)),)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return (("x-saga-epoch", str(epoch)), *carrier.items())
 
     async def create_order(
         self, order_id: str, customer_id: str, items: list[order_pb2.OrderItem], epoch: int

@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Mapping
 
+from engine import event_loop
 from engine.logging_setup import configure_logging
 from engine.sqlite import end_process
 from engine.telemetry import setup_tracing
@@ -28,6 +29,6 @@ def run_recovery(env: Mapping[str, str]) -> None:
         await serve(settings, stop, on_poisoned=end_process)
 
     try:
-        asyncio.run(main())
+        event_loop.run(main())
     finally:
         tracing.shutdown()

@@ -91,15 +91,22 @@ class Child:
         log_path: Path | None = None,
         cwd: Path | None = None,
         die_with_parent: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> Child:
         """Start `argv` in a session of its own: a Ctrl-C in a terminal or a SIGKILL of
         our process group reaches us only, and we decide what happens to the child.
         `die_with_parent`: the kernel SIGKILLs the child when we die, however we die (see
-        `_die_with_parent`)."""
+        `_die_with_parent`). `pass_fds`: our file descriptors it inherits (a listening
+        socket), under the same numbers."""
         preexec = _die_with_parent(os.getpid()) if die_with_parent else None
         if log_path is None:
             popen = subprocess.Popen(
-                list(argv), env=dict(env), cwd=cwd, start_new_session=True, preexec_fn=preexec
+                list(argv),
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=preexec,
+                pass_fds=tuple(pass_fds),
             )
         else:
             with log_path.open("ab") as log:  # appended: a restart keeps the earlier runs
@@ -112,6 +119,7 @@ class Child:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     preexec_fn=preexec,
+                    pass_fds=tuple(pass_fds),
                 )
         return cls(name, popen, log_path)
 
@@ -125,6 +133,7 @@ class Child:
         log_path: Path | None = None,
         cwd: Path | None = None,
         die_with_parent: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> Child:
         """`python -m saga ARGS`, named "saga ARGS" unless `name` says otherwise."""
         name = name or " ".join(["saga", *args])
@@ -135,6 +144,7 @@ class Child:
             log_path=log_path,
             cwd=cwd,
             die_with_parent=die_with_parent,
+            pass_fds=pass_fds,
         )
 
     @property

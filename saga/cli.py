@@ -107,16 +107,19 @@ def audit(wait_s: float, as_json: bool) -> None:
 
 
 @main.command()
+# A worker of SAGA_GATEWAY_WORKERS: the listening socket it inherited (gateway/workers.py).
+@click.option("--listen-fd", type=click.IntRange(0), hidden=True)
 @clear_errors
-def gateway() -> None:
+def gateway(listen_fd: int | None) -> None:
     """Run the HTTP order API and its saga runner (HTTP_ADDR, default 127.0.0.1:8080).
 
     SIGTERM or Ctrl-C stops it gracefully: sagas in flight get SAGA_DRAIN_S to finish,
-    the rest are handed back to the log for the next runner.
+    the rest are handed back to the log for the next runner. SAGA_GATEWAY_WORKERS=N
+    serves the port with N worker processes.
     """
     from gateway.main import run_gateway
 
-    run_gateway(os.environ)
+    sys.exit(run_gateway(os.environ, listen_fd=listen_fd))
 
 
 @main.command()

@@ -72,12 +72,12 @@ class Supervised:
         return " ".join(self.argv)
 
 
-def _spawn(slot: Supervised, env: Mapping[str, str]) -> None:
+def _spawn(slot: Supervised, env: Mapping[str, str], pass_fds: Sequence[int] = ()) -> None:
     # Output shared with ours; its own session, so that a Ctrl-C in the terminal reaches
     # the supervisor only, which then stops the children in order instead of all of them
     # racing at once. If the supervisor itself is killed, the kernel kills the children:
     # left running, they would hold the ports the next `saga up` needs.
-    slot.child = Child.saga(slot.argv, env, die_with_parent=True)
+    slot.child = Child.saga(slot.argv, env, die_with_parent=True, pass_fds=pass_fds)
     slot.started_at = time.monotonic()
     log.info("started %s (pid %d)", slot.name, slot.child.pid)
 
@@ -85,6 +85,19 @@ def _spawn(slot: Supervised, env: Mapping[str, str]) -> None:
 def run_up(env: Mapping[str, str], stack: Sequence[tuple[str, ...]] = STACK) -> int:
     configure_logging("up")  # as its children: JSON lines, or SAGA_LOG_FORMAT=text
     settings = UpSettings.from_env(env)
+    return supervise(stack, env, settings)
+
+
+def supervise(
+    stack: Sequence[tuple[str, ...]],
+    env: Mapping[str, str],
+    settings: UpSettings,
+    *,
+    pass_fds: Sequence[int] = (),
+) -> int:
+    """Run each `saga` command of `stack` as a child until SIGINT/SIGTERM, restarting the
+    ones that die (see the module's docstring); `saga gateway` runs its workers with it
+    too. The exit code: 0 after a stop, CANNOT_START if a child could not start."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -96,13 +109,13 @@ def run_up(env: Mapping[str, str], stack: Sequence[tuple[str, ...]] = STACK) -> 
 
     slots = [Supervised(tuple(argv)) for argv in stack]
     for slot in slots:
-        _spawn(slot, env)
+        _spawn(slot, env, pass_fds)
     while not stop.wait(0.2):
         now = time.monotonic()
         for slot in slots:
             if slot.child is None:
                 if now >= slot.next_start:
-                    _spawn(slot, env)
+                    _spawn(slot, env, pass_fds)
                 continue
             code = slot.child.returncode
             if code is None:

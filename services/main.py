@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from engine import event_loop
 from engine.logging_setup import configure_logging
 from engine.telemetry import setup_tracing
 from services.common.server import ServiceSpec, serve
@@ -36,6 +36,6 @@ def run_service(name: str, env: Mapping[str, str]) -> None:
     configure_logging(settings.name.value)
     tracing = setup_tracing(settings.name.value, env)
     try:
-        asyncio.run(serve(spec_for(settings), settings))
+        event_loop.run(serve(spec_for(settings), settings))
     finally:
         tracing.shutdown()

@@ -74,6 +74,9 @@ def test_every_variable_is_read() -> None:
         ("REDIS_URL", "localhost:6379"),
         ("SAGA_REDIS_TIMEOUT_MS", "0"),
         ("REDIS_URL", "redis://localhost:port"),
+        ("SAGA_GATEWAY_WORKERS", "0"),
+        ("SAGA_GATEWAY_WORKERS", "two"),
+        ("SAGA_GATEWAY_WORKERS", "65"),
     ],
 )
 def test_bad_values_name_their_variable(name: str, value: str) -> None:
@@ -116,3 +119,12 @@ def test_the_in_memory_log_is_for_tests_only() -> None:
     with pytest.raises(SettingsError) as err:
         GatewaySettings.from_env({"SAGA_LOG_BACKEND": "postgres"})
     assert "SAGA_LOG_BACKEND" in err.value.message
+
+
+def test_gateway_workers_share_a_durable_log_only() -> None:
+    assert GatewaySettings.from_env({}).workers == 1
+    assert GatewaySettings.from_env({"SAGA_GATEWAY_WORKERS": "2"}).workers == 2
+    memory = {"SAGA_ENV": "test", "SAGA_LOG_BACKEND": "memory", "SAGA_GATEWAY_WORKERS": "2"}
+    with pytest.raises(SettingsError) as err:  # each worker would have a log of its own
+        GatewaySettings.from_env(memory)
+    assert "SAGA_GATEWAY_WORKERS" in err.value.message

@@ -16,6 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 
 from engine.telemetry import service_name
 from orders.participants import Participants, ServiceAddresses
@@ -36,8 +37,9 @@ class Tracing:
         self.exporter = InMemorySpanExporter()
         self.providers: list[TracerProvider] = []
 
-    def provider(self, role: str) -> TracerProvider:
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name(role)}))
+    def provider(self, role: str, sampler: Sampler | None = None) -> TracerProvider:
+        resource = Resource.create({"service.name": service_name(role)})
+        provider = TracerProvider(resource=resource, sampler=sampler)
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.providers.append(provider)
         return provider
@@ -56,13 +58,19 @@ class Tracing:
 
 
 @contextlib.asynccontextmanager
-async def traced_stack(tmp_path: Path, tracing: Tracing) -> AsyncIterator[Api]:
+async def traced_stack(
+    tmp_path: Path,
+    tracing: Tracing,
+    *,
+    gateway_sampler: Sampler | None = None,
+    service_sampler: Sampler | None = None,
+) -> AsyncIterator[Api]:
     async with contextlib.AsyncExitStack() as stack:
         ports = {}
         for name in ("order", "payment", "inventory"):
             running_service = await start(
                 spec_for(settings_for(name, tmp_path)), settings_for(name, tmp_path),
-                tracer_provider=tracing.provider(name),
+                tracer_provider=tracing.provider(name, service_sampler),
             )  # fmt: skip
             stack.push_async_callback(running_service.stop, 0)
             ports[name] = running_service.port
@@ -71,7 +79,7 @@ async def traced_stack(tmp_path: Path, tracing: Tracing) -> AsyncIterator[Api]:
             payment=("127.0.0.1", ports["payment"]),
             inventory=("127.0.0.1", ports["inventory"]),
         )
-        gateway = tracing.provider("gateway")
+        gateway = tracing.provider("gateway", gateway_sampler)
         api = await stack.enter_async_context(
             running(
                 gateway_settings(tmp_path, addresses),
@@ -170,6 +178,33 @@ async def test_without_a_traceparent_the_request_starts_the_saga_s_trace(
     release = [s for s in spans.all if s.name == "/inventory.v1.Inventory/Release"]
     assert {s.kind for s in release} == {"CLIENT", "SERVER"}
     assert_only_polls_outside(tracing.spans(), trace_id)
+
+
+async def test_a_gateway_that_exports_nothing_still_carries_the_caller_s_trace(
+    tmp_path: Path, tracing: Tracing
+) -> None:
+    """Without an exporter the gateway makes its spans itself (engine.telemetry.exports):
+    the caller's trace still reaches the saga log and, through `traceparent`, every
+    service (which here records every span it is given, to show what it received)."""
+    async with traced_stack(
+        tmp_path, tracing, gateway_sampler=ALWAYS_OFF, service_sampler=ALWAYS_ON
+    ) as api:
+        resp = await api.post_order(traceparent=f"00-{TRACE}-{CALLER_SPAN}-01")
+        assert resp.status_code == 201, resp.text
+        order_id = resp.json()["id"]
+        assert (await api.wait_terminal(order_id))["status"] == "CONFIRMED"
+        saga = (await api.client.get(f"/sagas/{order_id}")).json()
+        spans = await tracing.wait_for(TRACE, server_spans=4)
+
+    assert saga["trace_id"] == TRACE
+    assert {s["trace_id"] for s in saga["steps"]} == {TRACE}
+    servers = [s for s in spans.all if s.kind == "SERVER"]
+    assert sorted(s.name for s in servers) == sorted(rpc for _, rpc in STEP_RPCS.values())
+    assert all(s.attributes["saga.id"] == order_id for s in servers)
+    # Each call's parent is its step attempt's span, not the caller's: one per attempt.
+    parents = {s.parent_id for s in servers}
+    assert len(parents) == len(servers) and CALLER_SPAN not in parents
+    assert not [s for s in tracing.spans().all if s.service == "saga-gateway"]
 
 
 async def test_probes_make_no_spans(tmp_path: Path, tracing: Tracing) -> None:
