@@ -307,8 +307,8 @@ def _replay(command_path: str, settings: EngineBenchSettings) -> str:
 @click.option("--duration", type=click.FloatRange(0.1), help="Seconds of load (default 6).")
 @click.option("--calls", type=click.IntRange(1), help="Calls to the service alone (default 3000).")
 @click.option("--workers", type=click.IntRange(1), help="SAGA_GATEWAY_WORKERS (default 1).")
-@_out_option("cost")
-@_data_dir_option
+@out_option("cost")
+@data_dir_option
 @click.pass_context
 def cost(
     ctx: click.Context,
@@ -338,5 +338,5 @@ def cost(
     flags = [f"--reps {settings.reps}", f"-c {settings.concurrency}"]
     flags += [f"--duration {settings.duration_s:g}", f"--workers {settings.workers}"]
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
-    report = run(settings, _progress)
-    _echo_report(report.markdown, report.files)
+    report = run(settings, progress)
+    echo_report(report.markdown, report.files)
