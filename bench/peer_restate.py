@@ -69,7 +69,7 @@ def build_app(env: Mapping[str, str]) -> Any:
 
         return run
 
-    @service.handler()
+    @service.handler()  # type: ignore[untyped-decorator, unused-ignore]  # restate-sdk is optional
     async def order(ctx: Context, body: dict[str, Any]) -> str:
         try:
             payload = parse_order(json.dumps(body).encode()).to_payload().decode()
