@@ -18,7 +18,7 @@ __all__ = ["ceiling", "e2e", "peers", "scale"]
 
 _LOG_FLAGS: Final = {
     "SQLite log (FULL)": "sqlite",
-    "PostgreSQL log": "postgres",
+    "PostgreSQL log + ledgers": "postgres",
     "in-memory log": "memory",
 }
 
@@ -50,7 +50,8 @@ _LOG_FLAGS: Final = {
     "backends",
     type=click.Choice(["sqlite", "postgres", "memory"]),
     multiple=True,
-    help="Saga logs to measure; repeat for several (default sqlite and memory).",
+    help="Saga logs to measure; repeat for several (default sqlite and memory); postgres "
+    "puts the services' ledgers in the same fresh database too (a schema each).",
 )
 @click.option(
     "--pg-url",

@@ -47,7 +47,14 @@ from bench.e2e_report import HEADER, Backend, Client, Run, chart, render, summar
 from bench.errors import BenchError
 from bench.loadgen import CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec, Sample
 from bench.measure import CpuMeter, OrderEnd, fetch_orders, wait_settled
-from bench.pg import DEFAULT_PG_URL, ServerCpu, count_sagas, fresh_database
+from bench.pg import (
+    DEFAULT_PG_URL,
+    LEDGER_URL_VARS,
+    ServerCpu,
+    count_sagas,
+    fresh_database,
+    ledger_rows,
+)
 from bench.report import fmt_ms, fmt_num, machine, percentile, write_outputs
 from bench.stack import BenchStack
 from bench.wrk import WrkFound, WrkResult, WrkSpec, find_wrk, run_wrk
@@ -188,7 +195,10 @@ def measure(
     run = Run(client, backend, concurrency, rep, settings.duration_s)
     memory = backend is Backend.MEMORY
     log_env = {"SAGA_DATABASE_URL": database_url} if database_url else {}
+    # On PostgreSQL the services' ledgers go there too: one database, a schema each.
+    ledger_env = dict.fromkeys(LEDGER_URL_VARS, database_url) if database_url else {}
     with BenchStack(root, redis=settings.redis) as stack:
+        stack.env.update(ledger_env)
         stack.start_services()
         stack.start_gateway(memory=memory, **log_env, **(gateway_env or {}))
         if settings.daemon and not memory:
@@ -200,6 +210,7 @@ def measure(
             if wrk is None:
                 raise BenchError("no wrk binary")
             spec = WrkSpec(stack.port, seconds, concurrency, key_prefix=f"wrk{rep}")
+            calls_before = stack.service_calls()
             during.start()
             until_settled.start()
             if server:
@@ -208,6 +219,7 @@ def measure(
         else:
             load_spec = LoadSpec(port=stack.port, duration_s=seconds, concurrency=concurrency)
             child = LoadChild(load_spec, root).start()
+            calls_before = stack.service_calls()
             during.start()
             until_settled.start()
             if server:
@@ -220,12 +232,16 @@ def measure(
         if server:  # the database's server works for this stack: charged like the others
             until_settled.seconds["postgres"] = server.stop()
         settle_s = time.perf_counter() - ended
+        calls_after = stack.service_calls()
+        calls = {k: n - calls_before.get(k, 0) for k, n in calls_after.items()}
         ends = fetch_orders(stack.url)
         if not stack.gateway or not stack.gateway.alive:
             return replace(run, error="the gateway died")
     if database_url and ends and count_sagas(database_url) == 0:
         return replace(run, error="the gateway ignored SAGA_DATABASE_URL: no saga in it")
-    run = replace(run, cpu=cores, cpu_s=until_settled.seconds, settle_s=settle_s)
+    if ledger_env and ends and not ledger_rows(database_url or ""):
+        return replace(run, error="the services ignored their *_DATABASE_URL: no ledger row")
+    run = replace(run, cpu=cores, cpu_s=until_settled.seconds, settle_s=settle_s, calls=calls)
     if client is Client.WRK:
         run = _analyse_wrk(run, wrk_result, ends)
     else:

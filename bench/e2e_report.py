@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CPU_HEADER",
     "HEADER",
+    "SERVICE_HEADER",
     "Backend",
     "Client",
     "Row",
@@ -59,10 +60,12 @@ PROCESSES: Final = (
     "postgres",
 )
 
+SERVICES: Final = ("order", "payment", "inventory")
+
 
 class Backend(StrEnum):
     DURABLE = "SQLite log (FULL)"
-    POSTGRES = "PostgreSQL log"
+    POSTGRES = "PostgreSQL log + ledgers"
     MEMORY = "in-memory log"
 
 
@@ -96,6 +99,7 @@ class Run:
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU s, load start → settled
     client_cpu: float | None = None  # the load generator's cores
     client_cpu_s: float | None = None  # its CPU seconds
+    calls: dict[str, int] = field(default_factory=dict)  # RPCs each service answered, ditto
     error: str | None = None
 
     @property
@@ -111,6 +115,12 @@ class Run:
         if self.error or not self.orders or name not in self.cpu_s:
             return None
         return 1000 * self.cpu_s[name] / self.orders
+
+    def us_per_call(self, service: str) -> float | None:
+        """A service's CPU microseconds per RPC it answered (load start → settled)."""
+        if self.error or not self.calls.get(service) or service not in self.cpu_s:
+            return None
+        return 1e6 * self.cpu_s[service] / self.calls[service]
 
     @property
     def stack_cpu_per_k(self) -> float | None:
@@ -150,6 +160,8 @@ class Row:
     latency_of_all: bool
     not_201: dict[str, int]
     errors: tuple[str, ...] = ()
+    us_per_call: dict[str, float | None] = field(default_factory=dict)  # by service
+    calls_per_order: dict[str, float | None] = field(default_factory=dict)  # by service
 
 
 def _med(values: Sequence[float | None]) -> float | None:
@@ -198,6 +210,10 @@ def _accepted(r: Run) -> float | None:
     return r.accepted_per_s
 
 
+def _calls_per_order(r: Run, service: str) -> float | None:
+    return r.calls[service] / r.orders if r.orders and service in r.calls else None
+
+
 def summarize(runs: Sequence[Run], ceilings: Sequence[CeilingRun] = ()) -> tuple[Row, ...]:
     rows: list[Row] = []
     for client in Client:
@@ -238,6 +254,8 @@ def summarize(runs: Sequence[Run], ceilings: Sequence[CeilingRun] = ()) -> tuple
                         any(r.latency_of_all for r in ok),
                         dict(sum((Counter(r.not_201) for r in mine), Counter())),
                         tuple(sorted({r.error for r in mine if r.error})),
+                        {p: _med([r.us_per_call(p) for r in ok]) for p in SERVICES},
+                        {p: _med([_calls_per_order(r, p) for r in ok]) for p in SERVICES},
                     )
                 )
     return tuple(rows)
@@ -317,6 +335,29 @@ def cpu_table(rows: Sequence[Row]) -> str:
         for r in rows
     ]
     return markdown_table(CPU_HEADER, cells)
+
+
+SERVICE_HEADER: Final = (
+    "load generator",
+    "saga log",
+    "concurrency",
+    *(f"{s} CPU µs/call" for s in SERVICES),
+    *(f"{s} calls/order" for s in SERVICES),
+)
+
+
+def service_table(rows: Sequence[Row]) -> str:
+    cells = [
+        [
+            r.client.value,
+            r.backend.value,
+            str(r.concurrency),
+            *(fmt_num(r.us_per_call.get(s)) for s in SERVICES),
+            *(fmt_num(r.calls_per_order.get(s), 2) for s in SERVICES),
+        ]
+        for r in rows
+    ]
+    return markdown_table(SERVICE_HEADER, cells)
 
 
 def _target(rows: Sequence[Row], backend: Backend = Backend.DURABLE) -> Row | None:
@@ -412,6 +453,15 @@ def render(
         "ceiling's CPU per saga):",
         "",
         cpu_table(rows),
+        "",
+        "Each service's CPU per call it answered, its ledger on SQLite (beside the SQLite "
+        "or the in-memory log) and on PostgreSQL (with the PostgreSQL log: `ORDER_/PAYMENT_/"
+        "INVENTORY_DATABASE_URL` all the run's fresh database, a schema each): its CPU "
+        "seconds from the first POST until every saga was terminal ÷ the RPCs it answered "
+        "meanwhile (its `saga_service_rpc_total`); the database server's share is in the "
+        "postgres column above, not here:",
+        "",
+        service_table(rows),
     ]
     if ceilings:
         parts += [

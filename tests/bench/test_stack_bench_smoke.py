@@ -21,7 +21,7 @@ from bench.ceiling import HEADER as CEILING_HEADER
 from bench.cli import main as bench_main
 from bench.e2e import HEADER as E2E_HEADER
 from bench.e2e import Backend, Client, E2eSettings
-from bench.e2e_report import CPU_HEADER
+from bench.e2e_report import CPU_HEADER, SERVICE_HEADER
 from bench.loadgen import LoadResult, Sample
 from bench.orchestrators import find_restate
 from bench.peers import HEADER as PEERS_HEADER
@@ -76,7 +76,8 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
     markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
     assert markdown in output
     tables = _tables(markdown)
-    (header, separator, *rows), (cpu_header, _, *cpu_rows), (ceiling_header, _, *ceiling) = tables
+    (header, separator, *rows), (cpu_header, _, *cpu_rows), (svc_header, _, *svc) = tables[:3]
+    (ceiling_header, _, *ceiling) = tables[3]
     assert tuple(header) == E2E_HEADER
     assert len(separator) == len(E2E_HEADER)
     clients = [c for c in Client if c is not Client.WRK or HAS_WRK]
@@ -96,6 +97,14 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
             assert _number(cells[name]) > 0, (name, row)
         durable = cells["saga log"] == Backend.DURABLE.value
         assert (cells["recovery"] != "—") == durable
+    # CPU per call of each service (on SQLite ledgers whatever the log), counted calls
+    assert tuple(svc_header) == SERVICE_HEADER
+    assert {(row[0], row[1], row[2]) for row in svc} == expected
+    for row in svc:
+        cells = dict(zip(svc_header, row, strict=True))
+        assert (
+            _number(cells["order calls/order"]) >= 2 and _number(cells["payment CPU µs/call"]) > 0
+        )
     # The ceiling: the order saga's four calls and the engine's own count of commits
     assert tuple(ceiling_header) == CEILING_HEADER
     (row,) = ceiling
@@ -112,16 +121,25 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
 
 @needs_redis
 def test_e2e_on_postgresql_writes_into_its_own_database(tmp_path: Path) -> None:
-    args = ["e2e", "--quick", "--client", "loadgen", "--backend", "postgres", "--no-ceiling"]
-    _invoke(*args, "--no-chart", "--out", str(tmp_path))
+    args = ["e2e", "--quick", "--client", "loadgen", "--backend", "sqlite", "--backend"]
+    _invoke(*args, "postgres", "--no-ceiling", "--no-chart", "--out", str(tmp_path))
     markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
-    (_, _, row), (cpu_header, _, cpu_row) = _tables(markdown)[:2]
-    assert (row[0], row[1]) == (Client.OWN.value, Backend.POSTGRES.value)
-    assert _number(row[5]) > 0  # end to end: the sagas were in the database (else failed)
+    (_, _, sqlite, pg), (cpu_header, _, _, cpu_row), (svc_header, _, *svc) = _tables(markdown)[:3]
+    assert (pg[0], pg[1]) == (Client.OWN.value, Backend.POSTGRES.value)
+    assert sqlite[1] == Backend.DURABLE.value
+    # end to end: the sagas were in the database and every ledger had rows (else failed)
+    assert _number(pg[5]) > 0
     cells = dict(zip(cpu_header, cpu_row, strict=True))
     assert _number(cells["postgres"]) > 0
-    (run,) = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))["runs"]
-    assert run["error"] is None and run["unsettled"] == 0
+    assert tuple(svc_header) == SERVICE_HEADER
+    assert [row[1] for row in svc] == [Backend.DURABLE.value, Backend.POSTGRES.value]
+    for row in svc:  # each service's calls counted, and its CPU per call, on both
+        per = dict(zip(svc_header, row, strict=True))
+        assert _number(per["order calls/order"]) >= 2  # create and confirm (or cancel)
+        assert _number(per["payment calls/order"]) >= 0.5
+        assert all(_number(per[f"{s} CPU µs/call"]) > 0 for s in ("order", "payment", "inventory"))
+    runs = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))["runs"]
+    assert all(r["error"] is None and r["unsettled"] == 0 for r in runs)
 
 
 def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
