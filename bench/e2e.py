@@ -43,6 +43,7 @@ from typing import Final
 
 from bench import ceiling as ceiling_bench
 from bench.ceiling import CeilingRun, CeilingSettings
+from bench.cpu import StackCpu
 from bench.e2e_report import HEADER, Backend, Client, Run, chart, render, summarize
 from bench.errors import BenchError
 from bench.loadgen import CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec, Sample
@@ -50,7 +51,6 @@ from bench.measure import CpuMeter, OrderEnd, fetch_orders, wait_settled
 from bench.pg import (
     DEFAULT_PG_URL,
     LEDGER_URL_VARS,
-    ServerCpu,
     count_sagas,
     fresh_database,
     ledger_rows,
@@ -203,8 +203,8 @@ def measure(
         stack.start_gateway(memory=memory, **log_env, **(gateway_env or {}))
         if settings.daemon and not memory:
             stack.start_recovery(**log_env)
-        during, until_settled = CpuMeter(stack.processes()), CpuMeter(stack.processes())
-        server = ServerCpu(database_url) if database_url else None
+        during = CpuMeter(stack.processes())
+        until_settled = StackCpu(stack.processes(), database_url)
         seconds = settings.warmup_s + settings.duration_s
         if client is Client.WRK:
             if wrk is None:
@@ -213,8 +213,6 @@ def measure(
             calls_before = stack.service_calls()
             during.start()
             until_settled.start()
-            if server:
-                server.start()
             wrk_result = run_wrk(spec, wrk, root)
         else:
             load_spec = LoadSpec(port=stack.port, duration_s=seconds, concurrency=concurrency)
@@ -222,15 +220,11 @@ def measure(
             calls_before = stack.service_calls()
             during.start()
             until_settled.start()
-            if server:
-                server.start()
             own_result = child.result(timeout_s=seconds + 60)
         cores = during.stop()
         ended = time.perf_counter()
         settled = wait_settled(stack.url, SETTLE_S)
         until_settled.stop()
-        if server:  # the database's server works for this stack: charged like the others
-            until_settled.seconds["postgres"] = server.stop()
         settle_s = time.perf_counter() - ended
         calls_after = stack.service_calls()
         calls = {k: n - calls_before.get(k, 0) for k, n in calls_after.items()}
