@@ -63,6 +63,11 @@ _LOG_FLAGS: Final = {
 @click.option("--no-daemon", is_flag=True, help="No `saga recovery` beside the gateway.")
 @click.option("--no-ceiling", is_flag=True, help="Do not measure the ceiling alongside.")
 @click.option(
+    "--no-open-loop",
+    is_flag=True,
+    help="No open-loop run at 80% of each durable log's closed-loop rate.",
+)
+@click.option(
     "--ceiling-concurrency",
     type=click.IntRange(1),
     help="Sagas in flight in the ceiling (default 256, the gateway's runner capacity).",
@@ -85,6 +90,7 @@ def e2e(
     no_install: bool,
     no_daemon: bool,
     no_ceiling: bool,
+    no_open_loop: bool,
     ceiling_concurrency: int | None,
     no_chart: bool,
     out: Path,
@@ -111,6 +117,7 @@ def e2e(
         install_wrk=not no_install,
         daemon=not no_daemon,
         ceiling=not no_ceiling,
+        open_loop=not no_open_loop,
         ceiling_concurrency=ceiling_concurrency or settings.ceiling_concurrency,
         chart=not no_chart,
         out=out,
@@ -122,6 +129,7 @@ def e2e(
     flags += [] if settings.daemon else ["--no-daemon"]
     flags += [f"--ceiling-concurrency {settings.ceiling_concurrency}"] if settings.ceiling else []
     flags += [] if settings.ceiling else ["--no-ceiling"]
+    flags += [] if settings.open_loop else ["--no-open-loop"]
     if settings.backends != E2eSettings().backends:
         flags += [f"--backend {_LOG_FLAGS[b]}" for b in settings.backends]
     if set(settings.clients) != set(Client):

@@ -44,7 +44,17 @@ from typing import Final
 from bench import ceiling as ceiling_bench
 from bench.ceiling import CeilingRun, CeilingSettings
 from bench.cpu import StackCpu
-from bench.e2e_report import HEADER, Backend, Client, Run, chart, render, summarize
+from bench.e2e_report import (
+    HEADER,
+    OPEN_SHARE,
+    Backend,
+    Client,
+    Run,
+    chart,
+    render,
+    summarize,
+    sustainable,
+)
 from bench.errors import BenchError
 from bench.loadgen import CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec, Sample
 from bench.measure import CpuMeter, OrderEnd, fetch_orders, wait_settled
@@ -84,6 +94,7 @@ class E2eSettings:
     redis: bool = True
     daemon: bool = True  # a recovery daemon beside the durable gateway, as `saga up` runs
     ceiling: bool = True
+    open_loop: bool = True  # an open-loop run per durable backend at OPEN_SHARE of its rate
     # Sagas in flight in the ceiling: as many as the gateway drives at once by default
     # (SAGA_RUNNER_CAPACITY), however few connections bring them in.
     ceiling_concurrency: int = 256
@@ -189,10 +200,11 @@ def measure(
     wrk: str | None = None,
     database_url: str | None = None,
     gateway_env: dict[str, str] | None = None,
+    rate: float | None = None,
 ) -> Run:
     """One measurement on a fresh stack in `root` (see the module's docstring); the saga
     log in `database_url` (PostgreSQL) when given."""
-    run = Run(client, backend, concurrency, rep, settings.duration_s)
+    run = Run(client, backend, concurrency, rep, settings.duration_s, rate=rate)
     memory = backend is Backend.MEMORY
     log_env = {"SAGA_DATABASE_URL": database_url} if database_url else {}
     # On PostgreSQL the services' ledgers go there too: one database, a schema each.
@@ -215,7 +227,9 @@ def measure(
             until_settled.start()
             wrk_result = run_wrk(spec, wrk, root)
         else:
-            load_spec = LoadSpec(port=stack.port, duration_s=seconds, concurrency=concurrency)
+            load_spec = LoadSpec(
+                port=stack.port, duration_s=seconds, concurrency=concurrency, rate=rate
+            )
             child = LoadChild(load_spec, root).start()
             calls_before = stack.service_calls()
             during.start()
@@ -254,6 +268,7 @@ def _measure(
     rep: int,
     settings: E2eSettings,
     wrk: str | None,
+    rate: float | None = None,
 ) -> Run:
     with contextlib.ExitStack() as resources:
         try:
@@ -264,11 +279,20 @@ def _measure(
             if backend is Backend.POSTGRES:
                 url = resources.enter_context(fresh_database(settings.pg_url))
             return measure(
-                client, backend, concurrency, rep, settings, Path(tmp), wrk=wrk, database_url=url
+                client,
+                backend,
+                concurrency,
+                rep,
+                settings,
+                Path(tmp),
+                wrk=wrk,
+                database_url=url,
+                rate=rate,
             )
         except (BenchError, RuntimeError, OSError) as exc:  # a process failed: say so, go on
             error = str(exc)[:500]
-            return Run(client, backend, concurrency, rep, settings.duration_s, error=error)
+            window = settings.duration_s
+            return Run(client, backend, concurrency, rep, window, rate=rate, error=error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +344,8 @@ def run(settings: E2eSettings, progress: Callable[[str], None]) -> E2eReport:
                     runs.append(got)
                     what = _progress_line(got)
                     progress(f"rep {rep}/{settings.reps}  c={c:<4} {client} {backend}: {what}")
+        if settings.open_loop:
+            runs += _open_loop(settings, runs, rep, progress)
     rows = summarize(runs, ceilings)
     data_dir = settings.data_dir or Path(tempfile.gettempdir())
     info = machine(data_dir, {"load generators": _clients_line(found, clients)})
@@ -337,6 +363,27 @@ def run(settings: E2eSettings, progress: Callable[[str], None]) -> E2eReport:
     if png is not None:
         files.append(png)
     return E2eReport(settings, tuple(runs), tuple(ceilings), markdown, tuple(files))
+
+
+def _open_loop(
+    settings: E2eSettings, runs: list[Run], rep: int, progress: Callable[[str], None]
+) -> list[Run]:
+    """One open-loop run per durable backend at OPEN_SHARE of its closed-loop rate in
+    this repetition (issue 15: the 201's p99 there, not at saturation)."""
+    got: list[Run] = []
+    for backend in settings.backends:
+        closed = sustainable(runs, backend, rep)
+        if backend is Backend.MEMORY or closed is None:
+            continue
+        rate = OPEN_SHARE * closed
+        one = _measure(Client.OWN, backend, 0, rep, settings, None, rate=rate)
+        got.append(one)
+        what = one.error or (
+            f"{fmt_num(one.accepted_per_s)} 201s/s of {fmt_num(rate)} offered, "
+            f"201 p99 {fmt_ms(one.p99_201_s)} ms"
+        )
+        progress(f"rep {rep}/{settings.reps}  open loop {backend}: {what}")
+    return got
 
 
 def _clients_line(found: WrkFound | None, clients: list[Client]) -> str:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CPU_HEADER",
     "HEADER",
+    "OPEN_HEADER",
     "SERVICE_HEADER",
     "Backend",
     "Client",
@@ -48,6 +49,9 @@ TARGET_P99_S: Final = 0.025
 TARGET_E2E_PER_S: Final = 1000.0
 TARGET_PG_VS_SQLITE: Final = 0.80  # issue 14: the PostgreSQL log end to end vs SQLite's
 TARGET_CONCURRENCY: Final = 64
+# Issue 15: in an open loop at OPEN_SHARE of the sustainable rate, the 201's p99 under this.
+TARGET_OPEN_P99_S: Final = 0.020
+OPEN_SHARE: Final = 0.8
 # The stack's processes, in the CPU table's order (the load generator is apart);
 # postgres: the database server's backends serving the stack (bench/pg.py).
 PROCESSES: Final = (
@@ -100,6 +104,7 @@ class Run:
     client_cpu: float | None = None  # the load generator's cores
     client_cpu_s: float | None = None  # its CPU seconds
     calls: dict[str, int] = field(default_factory=dict)  # RPCs each service answered, ditto
+    rate: float | None = None  # open loop (loadgen.py): orders offered per second
     error: str | None = None
 
     @property
@@ -218,7 +223,9 @@ def summarize(runs: Sequence[Run], ceilings: Sequence[CeilingRun] = ()) -> tuple
     rows: list[Row] = []
     for client in Client:
         for backend in Backend:
-            mine_all = [r for r in runs if (r.client, r.backend) == (client, backend)]
+            mine_all = [
+                r for r in runs if (r.client, r.backend) == (client, backend) and r.rate is None
+            ]
             for c in sorted({r.concurrency for r in mine_all}):
                 mine = [r for r in mine_all if r.concurrency == c]
                 ok = [r for r in mine if r.error is None]
@@ -360,6 +367,65 @@ def service_table(rows: Sequence[Row]) -> str:
     return markdown_table(SERVICE_HEADER, cells)
 
 
+OPEN_HEADER: Final = (
+    "saga log",
+    "rep",
+    "closed-loop orders/s",
+    "offered orders/s",
+    "201s/s achieved",
+    "201 p50 (ms)",
+    "201 p99 (ms)",
+    "terminal p99 (ms)",
+    "stack CPU s/1k orders",
+    "answers other than 201",
+)
+
+
+def sustainable(runs: Sequence[Run], backend: Backend, rep: int) -> float | None:
+    """The backend's sustainable rate in repetition `rep`: its best end-to-end orders/s
+    in the closed loop, over clients and concurrencies."""
+    rates = [
+        r.e2e_per_s
+        for r in runs
+        if (r.backend, r.rep) == (backend, rep) and r.rate is None and r.e2e_per_s
+    ]
+    return max(rates) if rates else None
+
+
+def open_table(runs: Sequence[Run]) -> str:
+    cells = [
+        [
+            r.backend.value,
+            str(r.rep),
+            fmt_num((r.rate or 0.0) / OPEN_SHARE),
+            fmt_num(r.rate),
+            fmt_num(r.accepted_per_s),
+            fmt_ms(r.p50_201_s),
+            fmt_ms(r.p99_201_s),
+            fmt_ms(r.p99_terminal_s),
+            fmt_num(r.stack_cpu_per_k, 2),
+            ", ".join(f"{n:,} {k}" for k, n in sorted(r.not_201.items())) or "none",
+        ]
+        for r in runs
+        if r.rate is not None
+    ]
+    return markdown_table(OPEN_HEADER, cells)
+
+
+def open_verdict(runs: Sequence[Run]) -> list[str]:
+    lines = []
+    for backend in Backend:
+        p99s = [r.p99_201_s for r in runs if r.rate and r.backend is backend and r.p99_201_s]
+        if p99s:
+            p99 = median(p99s) or 0.0
+            lines.append(
+                f"Target: in the open loop at {OPEN_SHARE:.0%} of the sustainable rate, the "
+                f"201's p99 under {1000 * TARGET_OPEN_P99_S:g} ms ({backend.value}, median "
+                f"of {len(p99s)}): {fmt_ms(p99)} ms → **{_met(p99 < TARGET_OPEN_P99_S)}**."
+            )
+    return lines
+
+
 def _target(rows: Sequence[Row], backend: Backend = Backend.DURABLE) -> Row | None:
     """The backend's row at the target concurrency, wrk's when there is one."""
     for client in (Client.WRK, Client.OWN):
@@ -463,6 +529,22 @@ def render(
         "",
         service_table(rows),
     ]
+    if any(r.rate is not None for r in runs):
+        parts += [
+            "",
+            f"Open loop (bench/loadgen.py, which has a fixed arrival rate: each order is "
+            f"sent at its time whatever the earlier ones are doing, on an idle connection or "
+            f"a new one): {OPEN_SHARE:.0%} of the closed-loop rate measured in the same "
+            "repetition (the backend's best end-to-end orders/s over clients and "
+            "concurrencies) offered for the same warm-up and duration, on a fresh stack; "
+            "201s/s achieved and the percentiles count the window after the warm-up; "
+            "latency is from the send, so a client that falls behind its schedule would "
+            "hide some (its CPU is in the report's JSON):",
+            "",
+            open_table(runs),
+            "",
+            *open_verdict(runs),
+        ]
     if ceilings:
         parts += [
             "",

@@ -21,7 +21,7 @@ from bench.ceiling import HEADER as CEILING_HEADER
 from bench.cli import main as bench_main
 from bench.e2e import HEADER as E2E_HEADER
 from bench.e2e import Backend, Client, E2eSettings
-from bench.e2e_report import CPU_HEADER, SERVICE_HEADER
+from bench.e2e_report import CPU_HEADER, OPEN_HEADER, SERVICE_HEADER
 from bench.loadgen import LoadResult, Sample
 from bench.orchestrators import find_restate
 from bench.peers import HEADER as PEERS_HEADER
@@ -77,7 +77,7 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
     assert markdown in output
     tables = _tables(markdown)
     (header, separator, *rows), (cpu_header, _, *cpu_rows), (svc_header, _, *svc) = tables[:3]
-    (ceiling_header, _, *ceiling) = tables[3]
+    (open_header, _, open_row), (ceiling_header, _, *ceiling) = tables[3:5]
     assert tuple(header) == E2E_HEADER
     assert len(separator) == len(E2E_HEADER)
     clients = [c for c in Client if c is not Client.WRK or HAS_WRK]
@@ -114,7 +114,18 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
     assert _number(cells["writes/saga"]) >= 2
     raw = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))
     runs = [r for r in raw["runs"] if "ceiling" not in r]
-    assert len(runs) == 2 * len(clients) and all(r["error"] is None for r in runs)
+    assert len(runs) == 2 * len(clients) + 1 and all(r["error"] is None for r in runs)
+    # The open loop: the durable stack at 80% of the best closed-loop rate of the rep
+    open_run = next(r for r in runs if r["rate"] is not None)
+    closed = max(
+        r["e2e_per_s"] for r in runs if r["rate"] is None and r["backend"] == open_run["backend"]
+    )
+    assert open_run["rate"] == pytest.approx(0.8 * closed)
+    assert tuple(open_header) == OPEN_HEADER
+    cells = dict(zip(open_header, open_row, strict=True))
+    assert cells["saga log"] == Backend.DURABLE.value
+    assert _number(cells["201s/s achieved"]) > 0 and _number(cells["201 p99 (ms)"]) > 0
+    assert "open loop at 80% of the sustainable rate" in markdown
     if HAS_WRK:
         assert "found on PATH" in markdown
 
@@ -122,7 +133,9 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
 @needs_redis
 def test_e2e_on_postgresql_writes_into_its_own_database(tmp_path: Path) -> None:
     args = ["e2e", "--quick", "--client", "loadgen", "--backend", "sqlite", "--backend"]
-    _invoke(*args, "postgres", "--no-ceiling", "--no-chart", "--out", str(tmp_path))
+    _invoke(
+        *args, "postgres", "--no-ceiling", "--no-open-loop", "--no-chart", "--out", str(tmp_path)
+    )
     markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
     (_, _, sqlite, pg), (cpu_header, _, _, cpu_row), (svc_header, _, *svc) = _tables(markdown)[:3]
     assert (pg[0], pg[1]) == (Client.OWN.value, Backend.POSTGRES.value)
