@@ -268,6 +268,11 @@ def scale(
     help="The restate-server binary (default: on PATH; from the npm package "
     "@restatedev/restate-server, e.g. node_modules/.bin/restate-server).",
 )
+@click.option(
+    "--no-kill",
+    is_flag=True,
+    help="Skip the kill -9 half (each orchestrator SIGKILLed mid-load and restarted).",
+)
 @out_option("peers")
 @data_dir_option
 @click.pass_context
@@ -279,6 +284,7 @@ def peers(
     duration: float | None,
     no_install: bool,
     restate_server: Path | None,
+    no_kill: bool,
     out: Path,
     data_dir: Path | None,
 ) -> None:
@@ -293,11 +299,12 @@ def peers(
         duration_s=duration or settings.duration_s,
         install_wrk=not no_install,
         restate_given=str(restate_server) if restate_server else None,
+        kill=not no_kill,
         out=out,
         data_dir=data_dir,
     )
     flags = [f"--reps {settings.reps}", f"-c {settings.concurrency}"]
-    flags += [f"--duration {settings.duration_s:g}"]
+    flags += [f"--duration {settings.duration_s:g}"] + ([] if settings.kill else ["--no-kill"])
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
     report = run(settings, progress)
     echo_report(report.markdown, report.files)

@@ -26,6 +26,7 @@ from bench.loadgen import LoadResult, Sample
 from bench.orchestrators import find_restate
 from bench.peers import HEADER as PEERS_HEADER
 from bench.peers import Peer
+from bench.peers_kill import KILL_HEADER
 from bench.recovery import HEADER as RECOVERY_HEADER
 from bench.recovery import Kind
 from bench.scale import HEADER as SCALE_HEADER
@@ -196,7 +197,7 @@ def test_scale_quick_shares_one_postgresql_log_between_gateways(tmp_path: Path) 
 def test_peers_quick_runs_the_saga_on_each_and_every_order_ends(tmp_path: Path) -> None:
     output = _invoke("peers", "--quick", "--no-install", "--out", str(tmp_path))
     markdown = (tmp_path / "peers.md").read_text(encoding="utf-8")
-    ((header, _, *rows),) = _tables(markdown)
+    (header, _, *rows), (kill_header, _, *kills) = _tables(markdown)
     assert tuple(header) == PEERS_HEADER
     restate, _ = find_restate(None)  # on PATH, from the npm package, where installed
     expected = [p for p in Peer if p is not Peer.RESTATE or (restate and HAS_WRK)]
@@ -204,7 +205,7 @@ def test_peers_quick_runs_the_saga_on_each_and_every_order_ends(tmp_path: Path) 
     if Peer.RESTATE not in expected:
         assert "Restate is skipped" in output
     raw = json.loads((tmp_path / "peers.json").read_text(encoding="utf-8"))
-    by_peer = {r["peer"]: r for r in raw["runs"]}
+    by_peer = {r["peer"]: r for r in raw["runs"] if "kill" not in r}
     ends = {Peer.SAGA: "CONFIRMED", Peer.DBOS: "SUCCESS", Peer.RESTATE: "success"}
     for peer in expected:
         got = by_peer[peer.value]
@@ -213,6 +214,16 @@ def test_peers_quick_runs_the_saga_on_each_and_every_order_ends(tmp_path: Path) 
         # every order the peer recorded reached its end, and only the end it should
         assert got["ended"] == {ends[peer]: got["orders"]}
     assert _number(rows[1][6]) > 0  # DBOS's end-to-end rate over this stack's
+    # kill -9: each orchestrator killed mid-load and restarted; what the load saw acked
+    # is all there and ended, and no key got two orders
+    assert tuple(kill_header) == KILL_HEADER
+    killed = {k["kill"]["peer"]: k["kill"] for k in raw["runs"] if "kill" in k}
+    assert sorted(killed) == sorted(p.value for p in expected)
+    for got in killed.values():
+        assert got["error"] is None, got
+        assert got["acked"] > 0 and got["abandoned"] == 0
+        assert got["never_ended"] == got["answered_twice"] == got["extra_orders"] == 0
+    assert len(kills) == len(expected)
 
 
 def test_without_wrk_the_benchmark_says_so_in_one_line(
