@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
@@ -132,6 +133,10 @@ def create_app(
         # /docs is the explorer's (gateway/ui): Swagger UI served from the gateway itself.
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own telemetry would be a second server span and five operation spans
+        # per request (non-recording ones too, when nothing is exported): the request's
+        # span is the instrumentation's or RequestSpan's below, its metrics are ours.
+        telemetry=_NO_NATIVE_TELEMETRY,
     )
     install_error_handlers(app)
     # Added innermost first: the metrics see the 413s of the body limit.
@@ -171,6 +176,13 @@ def create_app(
     app.build_middleware_stack = lambda: HeaderGuard(inner())  # type: ignore[method-assign]
     return app
 
+
+_NO_NATIVE_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 # Probes are scraped every few seconds and belong to no order's story; nor do the
 # explorer's pages, which refresh themselves every few seconds.
