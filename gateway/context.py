@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.types import ASGIApp
 
 from engine.clock import Clock
 from engine.definition import SagaDefinition
@@ -17,7 +18,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from orders.participants import Participants
 
-__all__ = ["Gateway", "gateway"]
+__all__ = ["Gateway", "gateway", "running"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,12 @@ async def gateway(request: Request) -> Gateway:
     """FastAPI dependency: the running app's Gateway. A coroutine on purpose: FastAPI runs
     a plain `def` dependency in its thread pool, a thread hand-off and two loop wake-ups
     for every request just to read an attribute."""
-    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    return running(request.app)
+
+
+def running(app: ASGIApp) -> Gateway:
+    """The Gateway that `app`'s lifespan set up."""
+    gw: Gateway | None = getattr(getattr(app, "state", None), "gateway", None)
     if gw is None:
         raise RuntimeError("the gateway is not started: run the app's lifespan first")
     return gw

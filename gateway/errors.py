@@ -27,6 +27,7 @@ __all__ = [
     "ENGINE_ERRORS",
     "ApiError",
     "GatewayError",
+    "answer_error",
     "envelope",
     "error_response",
     "install_error_handlers",
@@ -145,6 +146,14 @@ async def _on_engine_error(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc.message)
     headers = {"Retry-After": "1"} if status == 503 else None
     return error_response(status, code, _engine_message(exc, code), headers)
+
+
+async def answer_error(request: Request, exc: EngineError) -> JSONResponse:
+    """The handlers' answer to `exc`, for a path that runs in front of them
+    (gateway/fast_orders.py)."""
+    if isinstance(exc, ApiError):
+        return await _on_api_error(request, exc)
+    return await _on_engine_error(request, exc)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
