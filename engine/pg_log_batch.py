@@ -20,6 +20,7 @@ import asyncpg
 from engine.core import Phase, SagaStatus, Transition
 from engine.errors import CommitOutcomeUnknown, EngineError, StorageError, StorageFault
 from engine.pg import transaction
+from engine.pg.outage import Outage
 from engine.pg.pool import Conn
 from engine.pg_log_schema import APPEND, COLUMNS, CREATE
 from engine.saga_log import (
@@ -108,6 +109,7 @@ class GroupCommit:
     pool: asyncpg.Pool
     where: str
     on_batch: Callable[[BatchStats], None] | None
+    outage: Outage | None = None
     pending: list[_Op] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -191,7 +193,7 @@ class GroupCommit:
             return await _apply(conn, batch)
 
         try:
-            outcomes = await transaction(self.pool, unit, where=self.where)
+            outcomes = await transaction(self.pool, unit, where=self.where, outage=self.outage)
         except (StorageError, CommitOutcomeUnknown) as exc:
             for op in batch:
                 _settle(op, (False, _fresh(exc)))

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from engine.clock import Clock
 from engine.definition import SagaDefinition
+from engine.errors import StorageError, StorageFault
 from engine.idempotency import IdempotencyCache
 from engine.runner import Runner
 from engine.saga_log import SagaLog
@@ -17,7 +18,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from orders.participants import Participants
 
-__all__ = ["Gateway", "gateway"]
+__all__ = ["Gateway", "gateway", "starting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,5 +41,15 @@ async def gateway(request: Request) -> Gateway:
     for every request just to read an attribute."""
     gw: Gateway | None = getattr(request.app.state, "gateway", None)
     if gw is None:
+        waiting = starting(request)
+        if waiting is not None:  # the log's database cannot be reached yet: 503
+            raise StorageError(StorageFault.UNAVAILABLE, waiting)
         raise RuntimeError("the gateway is not started: run the app's lifespan first")
     return gw
+
+
+def starting(request: Request) -> str | None:
+    """Why the gateway cannot serve yet (its saga log's database cannot be reached, the
+    redacted reason), or None once it is serving."""
+    reason: str | None = getattr(request.app.state, "starting", None)
+    return reason

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from engine.errors import EngineError
-from gateway.context import Gateway, gateway
+from gateway.context import Gateway, gateway, starting
 from gateway.errors import envelope
 from gateway.metrics import CONTENT_TYPE
 from gateway.schemas import HealthOut, ReadyOut, ReadyProblem
@@ -32,7 +32,12 @@ async def healthz() -> HealthOut:
     summary="Ready to take orders: the saga log is writable and the services answer",
     responses={503: {"model": ReadyProblem, "description": "not_ready: what failed"}},
 )
-async def readyz(gw: GW) -> ReadyOut | JSONResponse:
+async def readyz(request: Request) -> ReadyOut | JSONResponse:
+    waiting = starting(request)
+    if waiting is not None:  # not a dependency's 503: a probe names what it waits for
+        body = envelope("not_ready", f"not ready: saga_log: {waiting}")
+        return JSONResponse({**body, "checks": {"saga_log": waiting}}, status_code=503)
+    gw = await gateway(request)
     checks: dict[str, str] = {}
     try:
         # A real write transaction on the log (the runner's own heartbeat): it fails

@@ -19,8 +19,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from engine.errors import CommitOutcomeUnknown
+from engine.errors import CommitOutcomeUnknown, StorageError, StorageFault
 from engine.pg.errors import commit_outcome, is_transient, storage_error
+from engine.pg.outage import Outage
 from engine.pg.pool import Conn
 
 __all__ = ["RETRY_FOR_S", "Retry", "read", "transaction"]
@@ -65,6 +66,7 @@ async def transaction(
     where: str,
     retry: Retry | None = None,
     synchronous_commit: bool = True,
+    outage: Outage | None = None,
 ) -> T:
     """Run `unit(conn)` in one transaction on a connection of `pool`; its result once
     COMMIT answered.
@@ -76,24 +78,36 @@ async def transaction(
     off (connection lost, timeout) raises CommitOutcomeUnknown and is never retried: the
     unit may have been applied. `synchronous_commit=False` lets the server acknowledge
     before its WAL is flushed: only for writes whose loss in a server crash is harmless
-    (never an epoch bump, never anything acknowledged to a client)."""
+    (never an epoch bump, never anything acknowledged to a client). `outage` hears whether
+    the database answered (engine/pg/outage.py)."""
     try:
         result: T = await _with_retries(
             retry or Retry(), lambda: _attempt(pool, unit, where, synchronous_commit)
         )
     except _CommitFailed as exc:
-        raise _translated(exc.error, where) from exc.error
-    except CommitOutcomeUnknown:
+        raise _translated(exc.error, where, outage) from exc.error
+    except CommitOutcomeUnknown as exc:
+        if outage is not None:
+            outage.failed(exc.message)
         raise
     except Exception as exc:
-        translated = _translated(exc, where)
+        translated = _translated(exc, where, outage)
         if translated is exc:
             raise
         raise translated from exc
+    if outage is not None and outage.down:
+        outage.answered()
     return result
 
 
-async def read(pool: asyncpg.Pool, query: Unit[T], *, where: str, retry: Retry | None = None) -> T:
+async def read(
+    pool: asyncpg.Pool,
+    query: Unit[T],
+    *,
+    where: str,
+    retry: Retry | None = None,
+    outage: Outage | None = None,
+) -> T:
     """Run `query(conn)` outside any explicit transaction (each statement is its own):
     for reads, which need no BEGIN and COMMIT round trips. Transient errors are retried
     as `transaction` does; once the budget is spent they are a StorageError."""
@@ -105,10 +119,12 @@ async def read(pool: asyncpg.Pool, query: Unit[T], *, where: str, retry: Retry |
     try:
         result: T = await _with_retries(retry or Retry(), once)
     except Exception as exc:
-        translated = _translated(exc, where)
+        translated = _translated(exc, where, outage)
         if translated is exc:
             raise
         raise translated from exc
+    if outage is not None and outage.down:
+        outage.answered()
     return result
 
 
@@ -147,8 +163,17 @@ def _give_up(state: RetryCallState) -> object:
     return state.outcome.result()  # re-raises the last error
 
 
-def _translated(exc: BaseException, where: str) -> BaseException:
-    return storage_error(exc, where) or exc
+def _translated(exc: BaseException, where: str, outage: Outage | None) -> BaseException:
+    translated = storage_error(exc, where)
+    if translated is None:
+        return exc
+    if outage is not None and _unreachable(translated):
+        outage.failed(translated.message)
+    return translated
+
+
+def _unreachable(err: StorageError) -> bool:
+    return err.fault is StorageFault.UNAVAILABLE
 
 
 async def _attempt(pool: asyncpg.Pool, unit: Unit[T], where: str, synchronous_commit: bool) -> T:
