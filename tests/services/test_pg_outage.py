@@ -2,8 +2,8 @@
 answers every call UNAVAILABLE with its stable code, and reports NOT_SERVING to grpc
 health; when the database comes back it migrates, serves, and reports SERVING, by itself.
 The same after a SIGKILL of the database under a running service. Nothing answered is
-lost or applied twice; each outage is one WARNING line and one INFO line in its log. The database is the test's own server (tests/support/pg_server.py),
-never the shared one."""
+lost or applied twice; each outage is one WARNING line and one INFO line in its log. The
+database is the test's own server (tests/support/pg_server.py), never the shared one."""
 
 from __future__ import annotations
 
