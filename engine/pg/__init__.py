@@ -6,7 +6,7 @@ from engine.pg.migrate import migrate, schema_version
 from engine.pg.outage import Outage
 from engine.pg.pool import open_pool
 from engine.pg.settings import PgConfig, database_url
-from engine.pg.tx import Retry, read, transaction
+from engine.pg.tx import Retry, read, statement, transaction
 
 __all__ = [
     "Outage",
@@ -20,6 +20,7 @@ __all__ = [
     "open_pool",
     "read",
     "schema_version",
+    "statement",
     "storage_error",
     "transaction",
 ]

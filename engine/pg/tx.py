@@ -24,7 +24,7 @@ from engine.pg.errors import commit_outcome, is_transient, storage_error
 from engine.pg.outage import Outage
 from engine.pg.pool import Conn
 
-__all__ = ["RETRY_FOR_S", "Retry", "read", "transaction"]
+__all__ = ["RETRY_FOR_S", "Retry", "read", "statement", "transaction"]
 
 T = TypeVar("T")
 Unit = Callable[[Conn], Awaitable[T]]
@@ -100,6 +100,51 @@ async def transaction(
     return result
 
 
+async def statement(
+    pool: asyncpg.Pool,
+    unit: Unit[T],
+    *,
+    where: str,
+    retry: Retry | None = None,
+    outage: Outage | None = None,
+) -> T:
+    """Run `unit(conn)`, which sends exactly one statement, with no BEGIN and COMMIT
+    around it: PostgreSQL runs a lone statement as its own transaction, all or nothing,
+    so the unit is as atomic as in `transaction`, at one round trip instead of three
+    (most of a write's client CPU is spent per round trip). The difference is honesty
+    about a cut: the statement carries its own COMMIT, so a connection lost while it
+    runs is CommitOutcomeUnknown, never retried; an error the server answered (it rolled
+    back) is retried or raised as `transaction` does."""
+
+    async def once() -> T:
+        async with pool.acquire() as conn:  # a failure to connect: nothing was sent
+            try:
+                return await unit(conn)
+            except Exception as exc:
+                if _never_sent(exc):
+                    conn.terminate()  # broken before this statement: the pool replaces it
+                    raise  # transient: retried
+                unknown = commit_outcome(exc, where)
+                if unknown is not None:
+                    raise unknown from exc
+                raise
+
+    try:
+        result: T = await _with_retries(retry or Retry(), once)
+    except CommitOutcomeUnknown as exc:
+        if outage is not None:
+            outage.failed(exc.message)
+        raise
+    except Exception as exc:
+        translated = _translated(exc, where, outage)
+        if translated is exc:
+            raise
+        raise translated from exc
+    if outage is not None and outage.down:
+        outage.answered()
+    return result
+
+
 async def read(
     pool: asyncpg.Pool,
     query: Unit[T],
@@ -151,6 +196,15 @@ async def _with_retries(policy: Retry, call: Callable[[], Awaitable[T]]) -> T:
 
     result: T = await retrying(again)
     return result
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """asyncpg refused to start the operation on a connection it already knew to be
+    closed or broken (a server that died while the connection sat in the pool): it
+    checks, and raises these, before it writes a byte."""
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) or (
+        type(exc) is asyncpg.InterfaceError
+    )
 
 
 def _retryable(exc: BaseException) -> bool:
