@@ -140,6 +140,7 @@ def create_app(
                         del app.state.gateway
 
             app.state.starting = None
+            app.state.metrics = metrics  # /metrics answers while the log is waited for
             boot = asyncio.create_task(run(), name="gateway-runtime")
             app.state.boot = boot  # gateway/main.py ends the process if it fails later
             settling = asyncio.create_task(settled.wait())

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from engine.errors import EngineError
 from gateway.context import Gateway, gateway, starting
 from gateway.errors import envelope
-from gateway.metrics import CONTENT_TYPE
+from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.schemas import HealthOut, ReadyOut, ReadyProblem
 
 __all__ = ["router"]
@@ -65,7 +65,20 @@ async def readyz(request: Request) -> ReadyOut | JSONResponse:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
 )
-async def metrics(gw: GW) -> Response:
+async def metrics(request: Request) -> Response:
+    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gw is None:  # waiting for the saga log's database: what is known so far
+        waiting: GatewayMetrics = await metrics_only(request)
+        return Response(waiting.render(), media_type=CONTENT_TYPE)
     with contextlib.suppress(EngineError):  # an unreadable log must not hide the rest
         await gw.metrics.sample(gw.log, gw.clock.now_ms())
     return Response(gw.metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def metrics_only(request: Request) -> GatewayMetrics:
+    """The app's metrics while it is not serving yet (gateway/app.py keeps them on the
+    app's state); the gateway dependency's error when there are none."""
+    found: GatewayMetrics | None = getattr(request.app.state, "metrics", None)
+    if found is None:
+        return (await gateway(request)).metrics
+    return found

@@ -85,7 +85,16 @@ def test_gateway_and_daemon_started_before_the_database(tmp_path: Path) -> None:
                 down = client.post("/orders", json=BODY, headers={"Idempotency-Key": "a"})
                 assert down.status_code == 503, down.text
                 assert down.json()["error"] == "unavailable"
+                scraped = client.get("/metrics")  # a scrape still works, and shows the 503
+                assert scraped.status_code == 200, scraped.text
+                refused = [
+                    line
+                    for line in scraped.text.splitlines()
+                    if line.startswith("saga_http_requests_total") and 'status="503"' in line
+                ]
+                assert refused, scraped.text
                 read = client.get("/orders/ord_missing")
+
                 assert read.status_code == 503, read.text
                 assert read.json()["error"] == "unavailable"
 
