@@ -21,6 +21,12 @@ __all__ = ["RedisCache"]
 
 log = logging.getLogger(__name__)
 
+# What a call to Redis may raise when Redis or the link to it fails. RuntimeError: uvloop's
+# transports raise it for a write to a connection the peer has already closed (asyncio's
+# own raise ConnectionResetError, an OSError), so under uvloop a refused or reset link to
+# Redis would otherwise escape as a 500.
+_FAILURES = (RedisError, OSError, TimeoutError, RuntimeError)
+
 
 class RedisCache:
     def __init__(
@@ -61,7 +67,7 @@ class RedisCache:
             return None
         try:
             raw = await self._redis.get(self._namespace + key)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _FAILURES as exc:
             self._failed("get", exc)
             return None
         if raw is None:
@@ -79,9 +85,9 @@ class RedisCache:
                 self._namespace + key, f"{answer.saga_id} {answer.digest}", nx=True,
                 ex=self._ttl_s,
             )  # fmt: skip
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _FAILURES as exc:
             self._failed("set", exc)
 
     async def close(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*_FAILURES):
             await self._redis.aclose()

@@ -489,7 +489,14 @@ class Writer:
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
-        self._conn.close()
+        try:
+            self._conn.close()
+        except apsw.Error as exc:
+            # Closing checkpoints the WAL, which fails the way the storage is failing (an
+            # fsync error that poisoned the writer, a full disk). Nothing is lost: what
+            # committed is in the WAL, replayed at the next open. Raising here would turn
+            # an orderly shutdown into a crash of whatever closes the ledger.
+            log.warning("%s: closing after a storage failure: %s", self.cfg.path, exc)
 
     def _loop(self) -> None:
         streak: float | None = None  # when the current run of back-to-back batches began

@@ -85,6 +85,22 @@ def test_a_failed_fsync_at_commit_is_unknown_and_poisons_the_writer(
     assert after_kill(path, tmp_path / "next") == {"before", "during"}
 
 
+def test_closing_on_storage_that_still_fails_loses_nothing_and_does_not_raise(
+    vfs: FaultVFS, tmp_path: Path
+) -> None:
+    """Closing checkpoints the WAL: on a disk whose fsync fails, that checkpoint fails too.
+    The writer still closes (an orderly shutdown must not crash its process), and what
+    committed before is all there for the next process."""
+    path = tmp_path / "c.db"
+    writer = Writer(DbConfig(path), MIGRATIONS)
+    writer.run_sync(_put("before"), 5)
+    vfs.arm(Fault("c.db", "sync", 1, apsw.SQLITE_IOERR_FSYNC, lasting=True))
+    vfs.arm(Fault("c.db-wal", "sync", 1, apsw.SQLITE_IOERR_FSYNC, lasting=True))
+    writer.close()  # does not raise
+    vfs.disarm()
+    assert after_kill(path, tmp_path / "next") == {"before"}
+
+
 def test_a_failed_write_at_commit_is_unknown(vfs: FaultVFS, tmp_path: Path) -> None:
     writer = Writer(DbConfig(tmp_path / "w.db"), MIGRATIONS)
     try:
