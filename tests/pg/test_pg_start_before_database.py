@@ -164,3 +164,27 @@ def test_no_such_database_is_one_line_and_exit_2(tmp_path: Path, pg_url: str) ->
         assert "no_such_database_here" in errors[0]
         assert "Traceback" not in done.stderr
         assert SECRET not in done.stderr
+
+
+def test_a_database_that_turns_out_missing_once_up_ends_the_wait(tmp_path: Path) -> None:
+    """Waiting covers a server that does not answer; once it answers that the database
+    does not exist, the gateway and the daemon stop with one line and exit 2, as at a
+    normal start."""
+    with PgServer.create(tmp_path, start=False) as pg:
+        url = _with_password(pg.url("no_such_db"))
+        stack = Stack.create(tmp_path, SAGA_DATABASE_URL=url)
+        try:
+            gateway = stack.start_gateway()
+            daemon = stack.recovery()
+            assert httpx.get(stack.url + "/readyz", timeout=10).status_code == 503
+            pg.start()
+            for proc in (gateway, daemon):
+                assert proc.wait(timeout=60) == 2, proc.output()
+                out = proc.output()
+                errors = [line for line in out.splitlines() if line.startswith("saga: error:")]
+                assert len(errors) == 1, out
+                assert "no_such_db" in errors[0]
+                assert "Traceback" not in out
+                assert SECRET not in out
+        finally:
+            stack.close()
