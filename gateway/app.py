@@ -19,6 +19,7 @@ continues. Probes (/healthz, /readyz, /metrics) make no spans.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from starlette.types import ASGIApp
 
 from engine.clock import Clock
 from engine.crashpoints import CrashPoints
+from engine.errors import StorageError
 from engine.idempotency import IdempotencyCache, NullCache
 from engine.redis_cache import RedisCache
 from engine.saga_log import SagaLog
@@ -83,23 +85,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Open the cache, then the runtime in a task of its own (`_run`): a database that
+        cannot be reached yet does not hold start-up; the app serves 503 `unavailable`
+        (and /readyz names the database) until the log opens. Anything else that fails
+        on the way (a wrong password, a bad log file) fails start-up as before."""
         async with contextlib.AsyncExitStack() as stack:
-            runtime = await stack.enter_async_context(
-                order_runtime(
-                    settings.drive,
-                    role="gateway",
-                    capacity=settings.runner_capacity,
-                    max_queue=settings.max_queue,
-                    metrics=metrics.saga,
-                    log=log,
-                    participants=participants,
-                    policy=policy,
-                    owner=owner,
-                    clock=clock,
-                    crash=crash,
-                    tracer_provider=tracer_provider,
-                )
-            )
             idem = cache
             if idem is None:
                 idem = (
@@ -112,20 +102,65 @@ def create_app(
                     else NullCache()
                 )
                 stack.push_async_callback(idem.close)
-            app.state.gateway = Gateway(
-                settings=settings,
-                log=runtime.log,
-                runner=runtime.runner,
-                cache=idem,
-                participants=runtime.participants,
-                metrics=metrics,
-                definitions={runtime.definition.name: runtime.definition},
-                clock=clock or runtime.log.clock,
-            )
+            settled = asyncio.Event()  # the log is open, or is being waited for
+            stop = asyncio.Event()
+
+            def on_waiting(err: StorageError) -> None:
+                app.state.starting = err.message
+                settled.set()
+
+            async def run() -> None:
+                async with order_runtime(
+                    settings.drive,
+                    role="gateway",
+                    capacity=settings.runner_capacity,
+                    max_queue=settings.max_queue,
+                    metrics=metrics.saga,
+                    log=log,
+                    participants=participants,
+                    policy=policy,
+                    owner=owner,
+                    clock=clock,
+                    crash=crash,
+                    tracer_provider=tracer_provider,
+                    on_waiting=on_waiting,
+                ) as runtime:
+                    app.state.gateway = Gateway(
+                        settings=settings,
+                        log=runtime.log,
+                        runner=runtime.runner,
+                        cache=idem,
+                        participants=runtime.participants,
+                        metrics=metrics,
+                        definitions={runtime.definition.name: runtime.definition},
+                        clock=clock or runtime.log.clock,
+                    )
+                    app.state.starting = None
+                    settled.set()
+                    try:
+                        await stop.wait()
+                    finally:
+                        del app.state.gateway
+
+            app.state.starting = None
+            app.state.metrics = metrics  # /metrics answers while the log is waited for
+            boot = asyncio.create_task(run(), name="gateway-runtime")
+            app.state.boot = boot  # gateway/main.py ends the process if it fails later
+            settling = asyncio.create_task(settled.wait())
+            try:
+                await asyncio.wait({boot, settling}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                settling.cancel()
+            if boot.done():
+                boot.result()  # start-up failed: raise why
             try:
                 yield
             finally:
-                del app.state.gateway
+                stop.set()
+                if not hasattr(app.state, "gateway"):
+                    boot.cancel()  # still waiting for the database: nothing to drain
+                with contextlib.suppress(asyncio.CancelledError):
+                    await boot
 
     app = FastAPI(
         title="Durable saga order API",

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 
 from engine.clock import Clock
 from engine.definition import SagaDefinition
+from engine.errors import StorageError, StorageFault
 from engine.idempotency import IdempotencyCache
 from engine.runner import Runner
 from engine.saga_log import SagaLog
@@ -18,7 +19,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from orders.participants import Participants
 
-__all__ = ["Gateway", "gateway", "running"]
+__all__ = ["Gateway", "gateway", "running", "starting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,5 +47,19 @@ def running(app: ASGIApp) -> Gateway:
     """The Gateway that `app`'s lifespan set up."""
     gw: Gateway | None = getattr(getattr(app, "state", None), "gateway", None)
     if gw is None:
+        waiting = _waiting(app)
+        if waiting is not None:  # the log's database cannot be reached yet: 503
+            raise StorageError(StorageFault.UNAVAILABLE, waiting)
         raise RuntimeError("the gateway is not started: run the app's lifespan first")
     return gw
+
+
+def starting(request: Request) -> str | None:
+    """Why the gateway cannot serve yet (its saga log's database cannot be reached, the
+    redacted reason), or None once it is serving."""
+    return _waiting(request.app)
+
+
+def _waiting(app: ASGIApp) -> str | None:
+    reason: str | None = getattr(getattr(app, "state", None), "starting", None)
+    return reason
