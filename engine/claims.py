@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from engine.errors import EngineError
+from engine.errors import EngineError, unreachable
 from engine.hooks import Hooks
 from engine.saga_log import SagaLog, Takeover
 
@@ -62,7 +62,8 @@ class LeaseHeartbeat:
                     self._on_released()
                 await self._log.renew(self._owner, lease_expires_ms=self._now_ms() + self._lease_ms)
             except EngineError as exc:
-                logger.warning("lease heartbeat failed: %s", exc.message)
+                level = logging.DEBUG if unreachable(exc) else logging.WARNING
+                logger.log(level, "lease heartbeat failed: %s", exc.message)
 
 
 class ClaimPump:
@@ -140,7 +141,8 @@ class ClaimPump:
                 self._owner, limit=limit, now_ms=now, lease_expires_ms=now + self._lease_ms
             )
         except EngineError as exc:
-            logger.warning("claiming sagas failed: %s", exc.message)
+            level = logging.DEBUG if unreachable(exc) else logging.WARNING
+            logger.log(level, "claiming sagas failed: %s", exc.message)
             return 0
         for takeover in taken:
             self._adopt(takeover)

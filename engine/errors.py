@@ -52,6 +52,13 @@ class StorageError(EngineError):
         )
 
 
+def unreachable(exc: BaseException) -> bool:
+    """A database server that cannot be reached (down, restarting, failing over): an
+    outage, told once by whoever owns the connection (engine/pg/outage.py), so the code
+    that meets it on every call logs it below WARNING."""
+    return isinstance(exc, StorageError) and exc.fault is StorageFault.UNAVAILABLE
+
+
 class CommitOutcomeUnknown(EngineError):
     """A COMMIT failed after it may have written: its transaction may be durable or not,
     and may turn out either way after a restart (the frames reached the page cache, or

@@ -9,15 +9,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from engine.config import SettingsError, data_dir, env_int, env_path, env_synchronous
+from engine.errors import StorageError, StorageFault
 from engine.memory_log import MemorySagaLog
+from engine.pg.outage import Outage
 from engine.pg.settings import PgConfig, database_url
 from engine.saga_log import SagaLog
 from engine.sqlite import BatchStats, DbConfig
 from engine.sqlite_log import SqliteSagaLog
 
-__all__ = ["LogBackend", "SagaLogSettings", "open_saga_log"]
+__all__ = ["LogBackend", "SagaLogSettings", "open_saga_log", "open_saga_log_patiently"]
+
+# While a database cannot be reached at start-up: attempts at random waits growing from
+# ~0.25 s to at most 5 s, so that many processes started together do not reconnect in step.
+_PATIENT_FIRST_S: Final = 0.25
+_PATIENT_MAX_S: Final = 5.0
 
 
 class LogBackend(StrEnum):
@@ -102,6 +112,49 @@ async def open_saga_log(
             create=create,
         )
     return await asyncio.to_thread(SqliteSagaLog.open, settings.db, on_batch=on_batch)
+
+
+async def open_saga_log_patiently(
+    settings: SagaLogSettings,
+    *,
+    on_waiting: Callable[[StorageError], None],
+    on_batch: Callable[[BatchStats], None] | None = None,
+    application_name: str = "saga",
+) -> SagaLog:
+    """`open_saga_log`, waiting for a database that cannot be reached yet (down, starting,
+    failing over) instead of failing: attempts again with a jittered backoff, for as long
+    as it takes (cancel the caller to give up). `on_waiting` hears the first failure, once,
+    so that a server process can serve "unavailable" meanwhile. Anything else (a wrong
+    password, no such database, a schema newer than this program) is raised at once: a
+    user's mistake that no wait will mend. The outage is logged once when it starts and
+    once when it ends (engine/pg/outage.py)."""
+    outage = Outage(settings.where, what="saga log")
+
+    def waiting(state: RetryCallState) -> None:
+        assert state.outcome is not None
+        err = state.outcome.exception()
+        assert isinstance(err, StorageError)
+        if not outage.down:
+            outage.failed(err.message)
+            on_waiting(err)
+
+    retrying = AsyncRetrying(
+        wait=wait_random_exponential(multiplier=_PATIENT_FIRST_S, max=_PATIENT_MAX_S),
+        retry=retry_if_exception(_unreachable),
+        before_sleep=waiting,
+        reraise=True,
+    )
+
+    async def attempt() -> SagaLog:  # a coroutine function: tenacity awaits only those
+        return await open_saga_log(settings, on_batch=on_batch, application_name=application_name)
+
+    opened: SagaLog = await retrying(attempt)
+    outage.answered()
+    return opened
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, StorageError) and exc.fault is StorageFault.UNAVAILABLE
 
 
 def _backend(env: Mapping[str, str]) -> LogBackend:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from engine.core import SagaStatus
+from engine.labels import Children
 from engine.saga_log import SagaLog, SagaRecord
 from engine.sqlite import BatchStats
 
@@ -117,6 +118,14 @@ class SagaMetrics:
                 registry=registry,
             )
 
+        # The hooks' lookups (engine.hooks.Hooks runs them for every saga and step).
+        self._started = Children(self.started)
+        self._finished = Children(self.finished)
+        self._recovered = Children(self.recovered)
+        self._step_seconds = Children(self.step_seconds)
+        self._step_retries = Children(self.step_retries)
+        self._compensations = Children(self.compensations)
+
     def sagas_pruned(self, n: int) -> None:
         if self.history_pruned is not None:
             self.history_pruned.inc(n)
@@ -131,13 +140,13 @@ class SagaMetrics:
     # ---- engine.hooks.Hooks ------------------------------------------------------------
 
     def saga_started(self, definition: str) -> None:
-        self.started.labels(definition).inc()
+        self._started(definition).inc()
 
     def saga_finished(self, definition: str, status: SagaStatus) -> None:
         outcome = _OUTCOME.get(status, status.value.lower())
-        self.finished.labels(definition, outcome).inc()
+        self._finished(definition, outcome).inc()
         if self._recovery:
-            self.recovered.labels(outcome).inc()
+            self._recovered(outcome).inc()
 
     @contextlib.contextmanager
     def attempt(
@@ -149,11 +158,11 @@ class SagaMetrics:
         self, definition: str, step: str, compensation: bool, outcome: str, seconds: float
     ) -> None:
         kind = "compensation" if compensation else "action"
-        self.step_seconds.labels(definition, step, kind, outcome).observe(seconds)
+        self._step_seconds(definition, step, kind, outcome).observe(seconds)
         if outcome in ("error", "timeout"):
-            self.step_retries.labels(definition, step, kind).inc()
+            self._step_retries(definition, step, kind).inc()
         elif compensation and outcome == "done":
-            self.compensations.labels(definition, step).inc()
+            self._compensations(definition, step).inc()
 
     def claimed(self, count: int) -> None:
         self.scans.inc()

@@ -30,6 +30,7 @@ from engine.core import Phase, SagaStatus, Transition
 from engine.errors import EngineError, MigrationError
 from engine.pg import PgConfig, Retry, migrate, open_pool, read, schema_version, transaction
 from engine.pg.clock import REMEASURE_S, ServerClock
+from engine.pg.outage import Outage
 from engine.pg.pool import Conn
 from engine.pg_log_batch import GroupCommit, record, transition
 from engine.pg_log_schema import (
@@ -136,7 +137,8 @@ class PgSagaLog:
         self._cfg = cfg
         self.clock = clock
         self._where = cfg.redacted
-        self._commits = GroupCommit(pool, self._where, on_batch)
+        self._outage = Outage(self._where, what="saga log")
+        self._commits = GroupCommit(pool, self._where, on_batch, self._outage)
         self._clock_task = asyncio.create_task(self._keep_time(), name="pg-saga-log-clock")
 
     @classmethod
@@ -181,15 +183,22 @@ class PgSagaLog:
             await asyncio.sleep(REMEASURE_S)
             try:
                 once = Retry(attempts=1)
-                await read(self._pool, self.clock.measure, where=self._where, retry=once)
+                await read(
+                    self._pool,
+                    self.clock.measure,
+                    where=self._where,
+                    retry=once,
+                    outage=self._outage,
+                )
             except EngineError as exc:  # keep the last offset: it drifts by µs a minute
-                log.info("could not read the database's clock: %s", exc.message)
+                if not self._outage.down:  # an outage is told once, by the Outage
+                    log.info("could not read the database's clock: %s", exc.message)
 
     async def _read(self, query: Callable[[Conn], Awaitable[T]]) -> T:
-        return await read(self._pool, query, where=self._where)
+        return await read(self._pool, query, where=self._where, outage=self._outage)
 
     async def _write(self, unit: Callable[[Conn], Awaitable[T]]) -> T:
-        return await transaction(self._pool, unit, where=self._where)
+        return await transaction(self._pool, unit, where=self._where, outage=self._outage)
 
     # ---- reads ---------------------------------------------------------------------------
 

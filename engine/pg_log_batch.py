@@ -19,7 +19,8 @@ import asyncpg
 
 from engine.core import Phase, SagaStatus, Transition
 from engine.errors import CommitOutcomeUnknown, EngineError, StorageError, StorageFault
-from engine.pg import transaction
+from engine.pg import statement, transaction
+from engine.pg.outage import Outage
 from engine.pg.pool import Conn
 from engine.pg_log_schema import APPEND, COLUMNS, CREATE
 from engine.saga_log import (
@@ -108,6 +109,7 @@ class GroupCommit:
     pool: asyncpg.Pool
     where: str
     on_batch: Callable[[BatchStats], None] | None
+    outage: Outage | None = None
     pending: list[_Op] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -190,8 +192,11 @@ class GroupCommit:
         async def unit(conn: Conn) -> list[_Outcome]:
             return await _apply(conn, batch)
 
+        # Appends alone are one write statement (APPEND; a read of the refused after it):
+        # no BEGIN and COMMIT round trips. Creates may be two writes' worth of work.
+        run = statement if all(isinstance(op, _Append) for op in batch) else transaction
         try:
-            outcomes = await transaction(self.pool, unit, where=self.where)
+            outcomes = await run(self.pool, unit, where=self.where, outage=self.outage)
         except (StorageError, CommitOutcomeUnknown) as exc:
             for op in batch:
                 _settle(op, (False, _fresh(exc)))

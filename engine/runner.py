@@ -61,7 +61,7 @@ from engine.core import (
 )
 from engine.crashpoints import CrashPoints
 from engine.definition import Done, SagaDefinition, Step, StepContext
-from engine.errors import EngineError, Overloaded, StaleEpoch
+from engine.errors import EngineError, Overloaded, StaleEpoch, unreachable
 from engine.hooks import Hooks, NullHooks
 from engine.logging_setup import SAGA_ID
 from engine.saga_log import NewSaga, SagaLog, SagaRecord, Takeover
@@ -348,7 +348,8 @@ class Runner:
         except EngineError as exc:
             # The log cannot be written (or read): stop where we are; the saga will be
             # claimed again once released (here, or by the heartbeat when it can write).
-            logger.warning("saga %s: stopped: %s", record.id, exc.message)
+            level = logging.DEBUG if unreachable(exc) else logging.WARNING
+            logger.log(level, "saga %s: stopped: %s", record.id, exc.message)
             self._leases.release_later(record.id)
         except asyncio.CancelledError:
             self._leases.release_later(record.id)

@@ -19,6 +19,7 @@ continues. Probes (/healthz, /readyz, /metrics) make no spans.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -27,6 +28,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
@@ -34,6 +37,7 @@ from starlette.types import ASGIApp
 
 from engine.clock import Clock
 from engine.crashpoints import CrashPoints
+from engine.errors import StorageError
 from engine.idempotency import IdempotencyCache, NullCache
 from engine.redis_cache import RedisCache
 from engine.saga_log import SagaLog
@@ -41,6 +45,7 @@ from engine.telemetry import exports
 from gateway import routes_ops, routes_orders, routes_sagas
 from gateway.context import Gateway
 from gateway.errors import install_error_handlers
+from gateway.fast_orders import OrdersFastPath
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import BodyLimit, HeaderGuard, RequestMetrics, RequestSpan
 from gateway.schemas import ErrorOut, OrderIn
@@ -80,23 +85,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Open the cache, then the runtime in a task of its own (`_run`): a database that
+        cannot be reached yet does not hold start-up; the app serves 503 `unavailable`
+        (and /readyz names the database) until the log opens. Anything else that fails
+        on the way (a wrong password, a bad log file) fails start-up as before."""
         async with contextlib.AsyncExitStack() as stack:
-            runtime = await stack.enter_async_context(
-                order_runtime(
-                    settings.drive,
-                    role="gateway",
-                    capacity=settings.runner_capacity,
-                    max_queue=settings.max_queue,
-                    metrics=metrics.saga,
-                    log=log,
-                    participants=participants,
-                    policy=policy,
-                    owner=owner,
-                    clock=clock,
-                    crash=crash,
-                    tracer_provider=tracer_provider,
-                )
-            )
             idem = cache
             if idem is None:
                 idem = (
@@ -109,20 +102,65 @@ def create_app(
                     else NullCache()
                 )
                 stack.push_async_callback(idem.close)
-            app.state.gateway = Gateway(
-                settings=settings,
-                log=runtime.log,
-                runner=runtime.runner,
-                cache=idem,
-                participants=runtime.participants,
-                metrics=metrics,
-                definitions={runtime.definition.name: runtime.definition},
-                clock=clock or runtime.log.clock,
-            )
+            settled = asyncio.Event()  # the log is open, or is being waited for
+            stop = asyncio.Event()
+
+            def on_waiting(err: StorageError) -> None:
+                app.state.starting = err.message
+                settled.set()
+
+            async def run() -> None:
+                async with order_runtime(
+                    settings.drive,
+                    role="gateway",
+                    capacity=settings.runner_capacity,
+                    max_queue=settings.max_queue,
+                    metrics=metrics.saga,
+                    log=log,
+                    participants=participants,
+                    policy=policy,
+                    owner=owner,
+                    clock=clock,
+                    crash=crash,
+                    tracer_provider=tracer_provider,
+                    on_waiting=on_waiting,
+                ) as runtime:
+                    app.state.gateway = Gateway(
+                        settings=settings,
+                        log=runtime.log,
+                        runner=runtime.runner,
+                        cache=idem,
+                        participants=runtime.participants,
+                        metrics=metrics,
+                        definitions={runtime.definition.name: runtime.definition},
+                        clock=clock or runtime.log.clock,
+                    )
+                    app.state.starting = None
+                    settled.set()
+                    try:
+                        await stop.wait()
+                    finally:
+                        del app.state.gateway
+
+            app.state.starting = None
+            app.state.metrics = metrics  # /metrics answers while the log is waited for
+            boot = asyncio.create_task(run(), name="gateway-runtime")
+            app.state.boot = boot  # gateway/main.py ends the process if it fails later
+            settling = asyncio.create_task(settled.wait())
+            try:
+                await asyncio.wait({boot, settling}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                settling.cancel()
+            if boot.done():
+                boot.result()  # start-up failed: raise why
             try:
                 yield
             finally:
-                del app.state.gateway
+                stop.set()
+                if not hasattr(app.state, "gateway"):
+                    boot.cancel()  # still waiting for the database: nothing to drain
+                with contextlib.suppress(asyncio.CancelledError):
+                    await boot
 
     app = FastAPI(
         title="Durable saga order API",
@@ -132,13 +170,12 @@ def create_app(
         # /docs is the explorer's (gateway/ui): Swagger UI served from the gateway itself.
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own telemetry would be a second server span and five operation spans
+        # per request (non-recording ones too, when nothing is exported): the request's
+        # span is the instrumentation's or RequestSpan's below, its metrics are ours.
+        telemetry=_NO_NATIVE_TELEMETRY,
     )
     install_error_handlers(app)
-    # Added innermost first: the metrics see the 413s of the body limit.
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics, metrics=metrics)
-
     app.include_router(routes_orders.router)
     app.include_router(routes_sagas.router)
     app.include_router(routes_ops.router)
@@ -146,6 +183,12 @@ def create_app(
     app.add_api_route(
         "/", lambda: RedirectResponse("/ui", status_code=307), include_in_schema=False
     )
+    # Added innermost first: the metrics see the 413s of the body limit, and the orders'
+    # fast path is inside both.
+    app.add_middleware(OrdersFastPath, route=_placing_route())
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     provider = tracer_provider or trace.get_tracer_provider()
     if exports(provider):
@@ -172,9 +215,25 @@ def create_app(
     return app
 
 
+_NO_NATIVE_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
+
 # Probes are scraped every few seconds and belong to no order's story; nor do the
 # explorer's pages, which refresh themselves every few seconds.
 _UNTRACED = r"/healthz,/readyz,/metrics,/ui\b,/docs\b"
+
+
+def _placing_route() -> APIRoute:
+    """The router's own route object, as the app leaves in the scope of its requests."""
+    return next(
+        r
+        for r in routes_orders.router.routes
+        if isinstance(r, APIRoute) and r.endpoint is routes_orders.create_order
+    )
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

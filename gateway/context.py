@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.types import ASGIApp
 
 from engine.clock import Clock
 from engine.definition import SagaDefinition
+from engine.errors import StorageError, StorageFault
 from engine.idempotency import IdempotencyCache
 from engine.runner import Runner
 from engine.saga_log import SagaLog
@@ -17,7 +19,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from orders.participants import Participants
 
-__all__ = ["Gateway", "gateway"]
+__all__ = ["Gateway", "gateway", "running", "starting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +40,26 @@ async def gateway(request: Request) -> Gateway:
     """FastAPI dependency: the running app's Gateway. A coroutine on purpose: FastAPI runs
     a plain `def` dependency in its thread pool, a thread hand-off and two loop wake-ups
     for every request just to read an attribute."""
-    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    return running(request.app)
+
+
+def running(app: ASGIApp) -> Gateway:
+    """The Gateway that `app`'s lifespan set up."""
+    gw: Gateway | None = getattr(getattr(app, "state", None), "gateway", None)
     if gw is None:
+        waiting = _waiting(app)
+        if waiting is not None:  # the log's database cannot be reached yet: 503
+            raise StorageError(StorageFault.UNAVAILABLE, waiting)
         raise RuntimeError("the gateway is not started: run the app's lifespan first")
     return gw
+
+
+def starting(request: Request) -> str | None:
+    """Why the gateway cannot serve yet (its saga log's database cannot be reached, the
+    redacted reason), or None once it is serving."""
+    return _waiting(request.app)
+
+
+def _waiting(app: ASGIApp) -> str | None:
+    reason: str | None = getattr(getattr(app, "state", None), "starting", None)
+    return reason

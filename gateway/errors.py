@@ -19,7 +19,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.core import CannotChange
-from engine.errors import CommitOutcomeUnknown, EngineError, StaleEpoch, StorageError
+from engine.errors import (
+    CommitOutcomeUnknown,
+    EngineError,
+    StaleEpoch,
+    StorageError,
+    unreachable,
+)
 from engine.operations import UnknownDefinition
 from engine.saga_log import IdempotencyKeyReused, InvalidCursor, SagaNotFound
 
@@ -27,6 +33,7 @@ __all__ = [
     "ENGINE_ERRORS",
     "ApiError",
     "GatewayError",
+    "answer_error",
     "envelope",
     "error_response",
     "install_error_handlers",
@@ -142,9 +149,25 @@ async def _on_engine_error(request: Request, exc: Exception) -> JSONResponse:
         return await _on_unexpected(request, exc)
     status, code = row
     if status >= 500:
-        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        # A database that cannot be reached is one outage, told once where it starts and
+        # ends (engine/pg/outage.py), not once per request that met it.
+        log.log(
+            logging.DEBUG if unreachable(exc) else logging.WARNING,
+            "%s %s: %s",
+            request.method,
+            request.url.path,
+            exc.message,
+        )
     headers = {"Retry-After": "1"} if status == 503 else None
     return error_response(status, code, _engine_message(exc, code), headers)
+
+
+async def answer_error(request: Request, exc: EngineError) -> JSONResponse:
+    """The handlers' answer to `exc`, for a path that runs in front of them
+    (gateway/fast_orders.py)."""
+    if isinstance(exc, ApiError):
+        return await _on_api_error(request, exc)
+    return await _on_engine_error(request, exc)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:

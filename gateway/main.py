@@ -119,9 +119,9 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
     try:
         app = create_app(settings, crash=crash)
         async with app.router.lifespan_context(app):
-            gw: Gateway = app.state.gateway
-            if isinstance(gw.log, SqliteSagaLog):
-                gw.log.on_poisoned(end_process)
+            gw: Gateway | None = getattr(app.state, "gateway", None)
+            if gw is not None and isinstance(gw.log, SqliteSagaLog):
+                gw.log.on_poisoned(end_process)  # a SQLite log is never waited for
             config = uvicorn.Config(
                 app,
                 lifespan="off",  # entered above
@@ -136,6 +136,17 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
             )
             server = uvicorn.Server(config)
             server.should_exit = stop.is_set()  # a signal during start-up
+            boot: asyncio.Task[None] = app.state.boot
+
+            def on_boot_done(task: asyncio.Task[None]) -> None:
+                # The runtime ended while serving: it was waiting for the database and
+                # met an error no wait mends (say, no such database). Stop serving; the
+                # lifespan's exit raises it, which the CLI prints as one line (exit 2).
+                if not task.cancelled() and task.exception() is not None:
+                    assert server is not None
+                    server.should_exit = True
+
+            boot.add_done_callback(on_boot_done)
             host, port = sock.getsockname()[:2]
             where = settings.drive.log.where
             print(

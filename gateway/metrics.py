@@ -18,6 +18,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from engine.labels import Children
 from engine.metrics import SagaMetrics
 from engine.saga_log import SagaLog
 
@@ -75,6 +76,9 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self._requests = Children(self.http_requests)
+        self._seconds = Children(self.http_seconds)
+
     async def sample(self, log: SagaLog, now_ms: int) -> None:
         """Refresh the gauges read from the log (queue depth, sagas by status)."""
         await self.saga.sample(log, now_ms)
@@ -84,8 +88,8 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_seconds.labels(method, route).observe(seconds)
+        self._requests(method, route, str(status)).inc()
+        self._seconds(method, route).observe(seconds)
 
     def order_created(self) -> None:
         self.orders_created.inc()

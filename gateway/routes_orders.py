@@ -6,6 +6,8 @@ engine/idempotency.py, and the saga in engine/runner.py.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -20,7 +22,7 @@ from gateway.order_input import idempotency_key, is_json_media_type, parse_order
 from gateway.schemas import OrderOut, OrderPage, errors, order_out
 from orders.model import ORDER_SAGA, Order, OrderRequest, OrderStatus, statuses_for
 
-__all__ = ["router"]
+__all__ = ["Placed", "place_order", "router"]
 
 router = APIRouter(tags=["orders"])
 
@@ -66,12 +68,32 @@ _CREATED_HEADERS: Final = {
     },
 )
 async def create_order(request: Request, response: Response, gw: GW) -> OrderOut:
-    if not is_json_media_type(request.headers.get("content-type")):
+    # Served by gateway/fast_orders.py in front of FastAPI; this route documents the
+    # operation and answers where that path steps aside (a root path). Both call this one.
+    placed = await place_order(gw, request.headers, request.body)
+    response.headers.update(placed.headers)
+    return placed.order
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A 201's body and its headers (Location, Idempotent-Replayed)."""
+
+    order: OrderOut
+    headers: dict[str, str]
+
+
+async def place_order(
+    gw: Gateway, headers: Mapping[str, str], body: Callable[[], Awaitable[bytes]]
+) -> Placed:
+    """POST /orders from its headers and a reader of its body (read only once the headers
+    pass), or the ApiError / EngineError that the error table answers."""
+    if not is_json_media_type(headers.get("content-type")):
         raise ApiError(
             415, "unsupported_media_type", "send the order as Content-Type: application/json"
         )
-    new = _new_saga(idempotency_key(request.headers), parse_order(await request.body()))
-    return await _start(response, gw, new)
+    key = idempotency_key(headers)
+    return await _start(gw, _new_saga(key, parse_order(await body())))
 
 
 def _new_saga(key: str | None, order: OrderRequest) -> NewSaga:
@@ -86,7 +108,7 @@ def _new_saga(key: str | None, order: OrderRequest) -> NewSaga:
     )
 
 
-async def _start(response: Response, gw: Gateway, new: NewSaga) -> OrderOut:
+async def _start(gw: Gateway, new: NewSaga) -> Placed:
     # A client that hangs up cannot strand the saga: Runner.start_saga shields the durable
     # write and the start of its drive together.
     try:
@@ -99,20 +121,18 @@ async def _start(response: Response, gw: Gateway, new: NewSaga) -> OrderOut:
             f"{exc.waiting} orders are waiting to be processed; retry shortly",
             headers={"Retry-After": RETRY_AFTER_S},
         )
-        return await _replay_or_refuse(response, gw, new, refusal)
+        return await _replay_or_refuse(gw, new, refusal)
     except StorageError as exc:
-        return await _replay_or_refuse(response, gw, new, exc)
+        return await _replay_or_refuse(gw, new, exc)
     except CommitOutcomeUnknown:
         raise  # not a refusal: the order may exist (see gateway/errors.py)
     except EngineError as exc:
         gw.metrics.order_refused(public_code(exc))
         raise
-    return _answer(response, gw, outcome)
+    return _answer(gw, outcome)
 
 
-async def _replay_or_refuse(
-    response: Response, gw: Gateway, new: NewSaga, refusal: ApiError | EngineError
-) -> OrderOut:
+async def _replay_or_refuse(gw: Gateway, new: NewSaga, refusal: ApiError | EngineError) -> Placed:
     """No saga can be started now (the queue is full, the log cannot be written). A
     client retrying an order it already placed still gets that order, found by a read;
     any other request gets the refusal."""
@@ -127,18 +147,18 @@ async def _replay_or_refuse(
         code = refusal.code if isinstance(refusal, ApiError) else public_code(refusal)
         gw.metrics.order_refused(code)
         raise refusal
-    return _answer(response, gw, outcome)
+    return _answer(gw, outcome)
 
 
-def _answer(response: Response, gw: Gateway, outcome: StartOutcome) -> OrderOut:
+def _answer(gw: Gateway, outcome: StartOutcome) -> Placed:
     record = outcome.record
-    response.headers["Location"] = f"/orders/{record.id}"
+    headers = {"Location": f"/orders/{record.id}"}
     if outcome.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+        headers["Idempotent-Replayed"] = "true"
         gw.metrics.idempotency_hit(outcome.layer or "log")
     else:
         gw.metrics.order_created()
-    return order_out(Order.from_saga(record))
+    return Placed(order_out(Order.from_saga(record)), headers)
 
 
 @router.get(

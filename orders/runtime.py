@@ -6,7 +6,7 @@ and differ only in what they pass (capacity, how often the pump polls)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -16,7 +16,8 @@ from engine.clock import Clock
 from engine.config import env_float
 from engine.crashpoints import CrashPoints
 from engine.definition import SagaDefinition
-from engine.log_settings import SagaLogSettings, open_saga_log
+from engine.errors import StorageError
+from engine.log_settings import SagaLogSettings, open_saga_log, open_saga_log_patiently
 from engine.metrics import SagaMetrics
 from engine.runner import Runner, RunnerSettings, new_owner_id
 from engine.saga_log import SagaLog
@@ -75,19 +76,31 @@ async def order_runtime(
     clock: Clock | None = None,
     crash: CrashPoints | None = None,
     tracer_provider: TracerProvider | None = None,
+    on_waiting: Callable[[StorageError], None] | None = None,
 ) -> AsyncIterator[OrderRuntime]:
     """Open what is not given (a caller's `log` or `participants` stay the caller's to
     close), start the runner, and on leaving stop it (drain, hand sagas back) and close
     what was opened here, in reverse order. `role` names the owner ("gateway@host:pid:…");
     `max_queue` bounds the sagas waiting in the log for a slot (Runner.start_saga);
     `policy` overrides the settings' retry budgets (tests); spans go to `tracer_provider`
-    (the process's global one when None)."""
+    (the process's global one when None). With `on_waiting`, a database that cannot be
+    reached yet is waited for, not an error: `on_waiting` hears when the wait starts
+    (engine.log_settings.open_saga_log_patiently)."""
     async with contextlib.AsyncExitStack() as stack:
         saga_log = log
         if saga_log is None:
-            opened = await open_saga_log(
-                settings.log, on_batch=metrics.on_batch, application_name=f"saga-{role}"
-            )
+            name = f"saga-{role}"
+            if on_waiting is None:
+                opened = await open_saga_log(
+                    settings.log, on_batch=metrics.on_batch, application_name=name
+                )
+            else:
+                opened = await open_saga_log_patiently(
+                    settings.log,
+                    on_waiting=on_waiting,
+                    on_batch=metrics.on_batch,
+                    application_name=name,
+                )
             stack.push_async_callback(opened.close)
             saga_log = opened
         parts = participants

@@ -51,8 +51,10 @@ async def serve(
         raise EngineError(
             f"cannot serve metrics on {format_addr(settings.metrics_addr)}: {exc.strerror}"
         ) from exc
-    pruner: asyncio.Task[None] | None = None
-    try:
+    opened = asyncio.Event()
+
+    async def run() -> None:
+        pruner: asyncio.Task[None] | None = None
         async with order_runtime(
             settings.drive,
             role="recovery",
@@ -61,7 +63,9 @@ async def serve(
             metrics=metrics,
             crash=settings.crash,
             tracer_provider=tracer_provider,
+            on_waiting=lambda _err: None,  # logged once by the opener; metrics stay up
         ) as runtime:
+            opened.set()
             clock = runtime.log.clock  # the runner's too: leases and ages on one timeline
             if on_poisoned is not None and isinstance(runtime.log, SqliteSagaLog):
                 runtime.log.on_poisoned(on_poisoned)
@@ -91,6 +95,18 @@ async def serve(
                     pruner.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await pruner
+
+    try:
+        # A database that cannot be reached yet is waited for (the metrics endpoint is up
+        # meanwhile); a stop while waiting ends the wait, as there is nothing to drain.
+        work = asyncio.create_task(run(), name="recovery")
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not work.done() and not opened.is_set():
+            work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
     finally:
         server.shutdown()
         thread.join(timeout=2)

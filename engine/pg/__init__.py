@@ -3,11 +3,13 @@ settings from a URL, a pool, error classification, a retrying transaction, migra
 
 from engine.pg.errors import commit_outcome, is_connection_loss, is_transient, storage_error
 from engine.pg.migrate import migrate, schema_version
+from engine.pg.outage import Outage
 from engine.pg.pool import open_pool
 from engine.pg.settings import PgConfig, database_url
-from engine.pg.tx import Retry, read, transaction
+from engine.pg.tx import Retry, read, statement, transaction
 
 __all__ = [
+    "Outage",
     "PgConfig",
     "Retry",
     "commit_outcome",
@@ -18,6 +20,7 @@ __all__ = [
     "open_pool",
     "read",
     "schema_version",
+    "statement",
     "storage_error",
     "transaction",
 ]

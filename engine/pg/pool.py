@@ -9,6 +9,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from engine.pg.errors import storage_error
+from engine.pg.outage import quiet_pool_reconnects
 from engine.pg.settings import PgConfig
 
 __all__ = ["CONNECT_TIMEOUT_S", "Conn", "open_pool"]
@@ -57,6 +58,7 @@ async def open_pool(
     }
     if search_path is not None:
         settings["search_path"] = search_path
+    quiet_pool_reconnects()  # the pool's owner tells an outage once (engine/pg/outage.py)
     try:
         pool = await asyncpg.create_pool(
             cfg.dsn,

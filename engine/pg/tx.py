@@ -19,11 +19,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from engine.errors import CommitOutcomeUnknown
+from engine.errors import CommitOutcomeUnknown, StorageError, StorageFault
 from engine.pg.errors import commit_outcome, is_transient, storage_error
+from engine.pg.outage import Outage
 from engine.pg.pool import Conn
 
-__all__ = ["RETRY_FOR_S", "Retry", "read", "transaction"]
+__all__ = ["RETRY_FOR_S", "Retry", "read", "statement", "transaction"]
 
 T = TypeVar("T")
 Unit = Callable[[Conn], Awaitable[T]]
@@ -65,6 +66,7 @@ async def transaction(
     where: str,
     retry: Retry | None = None,
     synchronous_commit: bool = True,
+    outage: Outage | None = None,
 ) -> T:
     """Run `unit(conn)` in one transaction on a connection of `pool`; its result once
     COMMIT answered.
@@ -76,24 +78,81 @@ async def transaction(
     off (connection lost, timeout) raises CommitOutcomeUnknown and is never retried: the
     unit may have been applied. `synchronous_commit=False` lets the server acknowledge
     before its WAL is flushed: only for writes whose loss in a server crash is harmless
-    (never an epoch bump, never anything acknowledged to a client)."""
+    (never an epoch bump, never anything acknowledged to a client). `outage` hears whether
+    the database answered (engine/pg/outage.py)."""
     try:
         result: T = await _with_retries(
             retry or Retry(), lambda: _attempt(pool, unit, where, synchronous_commit)
         )
     except _CommitFailed as exc:
-        raise _translated(exc.error, where) from exc.error
-    except CommitOutcomeUnknown:
+        raise _translated(exc.error, where, outage) from exc.error
+    except CommitOutcomeUnknown as exc:
+        if outage is not None:
+            outage.failed(exc.message)
         raise
     except Exception as exc:
-        translated = _translated(exc, where)
+        translated = _translated(exc, where, outage)
         if translated is exc:
             raise
         raise translated from exc
+    if outage is not None and outage.down:
+        outage.answered()
     return result
 
 
-async def read(pool: asyncpg.Pool, query: Unit[T], *, where: str, retry: Retry | None = None) -> T:
+async def statement(
+    pool: asyncpg.Pool,
+    unit: Unit[T],
+    *,
+    where: str,
+    retry: Retry | None = None,
+    outage: Outage | None = None,
+) -> T:
+    """Run `unit(conn)`, which sends exactly one statement, with no BEGIN and COMMIT
+    around it: PostgreSQL runs a lone statement as its own transaction, all or nothing,
+    so the unit is as atomic as in `transaction`, at one round trip instead of three
+    (most of a write's client CPU is spent per round trip). The difference is honesty
+    about a cut: the statement carries its own COMMIT, so a connection lost while it
+    runs is CommitOutcomeUnknown, never retried; an error the server answered (it rolled
+    back) is retried or raised as `transaction` does."""
+
+    async def once() -> T:
+        async with pool.acquire() as conn:  # a failure to connect: nothing was sent
+            try:
+                return await unit(conn)
+            except Exception as exc:
+                if _never_sent(exc):
+                    conn.terminate()  # broken before this statement: the pool replaces it
+                    raise  # transient: retried
+                unknown = commit_outcome(exc, where)
+                if unknown is not None:
+                    raise unknown from exc
+                raise
+
+    try:
+        result: T = await _with_retries(retry or Retry(), once)
+    except CommitOutcomeUnknown as exc:
+        if outage is not None:
+            outage.failed(exc.message)
+        raise
+    except Exception as exc:
+        translated = _translated(exc, where, outage)
+        if translated is exc:
+            raise
+        raise translated from exc
+    if outage is not None and outage.down:
+        outage.answered()
+    return result
+
+
+async def read(
+    pool: asyncpg.Pool,
+    query: Unit[T],
+    *,
+    where: str,
+    retry: Retry | None = None,
+    outage: Outage | None = None,
+) -> T:
     """Run `query(conn)` outside any explicit transaction (each statement is its own):
     for reads, which need no BEGIN and COMMIT round trips. Transient errors are retried
     as `transaction` does; once the budget is spent they are a StorageError."""
@@ -105,10 +164,12 @@ async def read(pool: asyncpg.Pool, query: Unit[T], *, where: str, retry: Retry |
     try:
         result: T = await _with_retries(retry or Retry(), once)
     except Exception as exc:
-        translated = _translated(exc, where)
+        translated = _translated(exc, where, outage)
         if translated is exc:
             raise
         raise translated from exc
+    if outage is not None and outage.down:
+        outage.answered()
     return result
 
 
@@ -137,6 +198,15 @@ async def _with_retries(policy: Retry, call: Callable[[], Awaitable[T]]) -> T:
     return result
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """asyncpg refused to start the operation on a connection it already knew to be
+    closed or broken (a server that died while the connection sat in the pool): it
+    checks, and raises these, before it writes a byte."""
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) or (
+        type(exc) is asyncpg.InterfaceError
+    )
+
+
 def _retryable(exc: BaseException) -> bool:
     inner = exc.error if isinstance(exc, _CommitFailed) else exc
     return not isinstance(inner, CommitOutcomeUnknown) and is_transient(inner)
@@ -147,8 +217,17 @@ def _give_up(state: RetryCallState) -> object:
     return state.outcome.result()  # re-raises the last error
 
 
-def _translated(exc: BaseException, where: str) -> BaseException:
-    return storage_error(exc, where) or exc
+def _translated(exc: BaseException, where: str, outage: Outage | None) -> BaseException:
+    translated = storage_error(exc, where)
+    if translated is None:
+        return exc
+    if outage is not None and _unreachable(translated):
+        outage.failed(translated.message)
+    return translated
+
+
+def _unreachable(err: StorageError) -> bool:
+    return err.fault is StorageFault.UNAVAILABLE
 
 
 async def _attempt(pool: asyncpg.Pool, unit: Unit[T], where: str, synchronous_commit: bool) -> T:

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 from engine.config import Address, format_addr
 from engine.errors import ListenError
+from engine.labels import Children
 from engine.logging_setup import SAGA_ID
 from engine.telemetry import exports
 
@@ -98,7 +99,7 @@ class RpcMetrics(_Interceptor):
         method = full.rsplit("/", 1)[-1]
         behavior = handler.unary_unary
         assert behavior is not None
-        calls = self.calls
+        calls = Children(self.calls)
         timer = self.seconds.labels(self._service, method)  # resolved once, not per call
         service = self._service
         tracer = None if full.startswith(_HEALTH_PREFIX) else self._tracer
@@ -126,7 +127,7 @@ class RpcMetrics(_Interceptor):
                 raise
             finally:
                 SAGA_ID.reset(token)
-                calls.labels(service, method, code).inc()
+                calls(service, method, code).inc()
                 timer.observe(time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -27,8 +27,8 @@ from typing import Final, TypeVar
 
 import asyncpg
 
-from engine.errors import StorageError, StorageFault
-from engine.pg import PgConfig, migrate, open_pool, transaction
+from engine.errors import StorageError, StorageFault, unreachable
+from engine.pg import Outage, PgConfig, migrate, open_pool, storage_error, transaction
 from engine.pg.pool import Conn
 
 __all__ = ["PgLedgerStore", "Unit"]
@@ -61,6 +61,7 @@ class PgLedgerStore:
         self._ready = False
         self._lock = asyncio.Lock()
         self._closed = False
+        self._outage = Outage(self.where, what="ledger")  # told once: engine/pg/outage.py
 
     async def ready(self) -> None:
         """Connect, migrate and prepare once. StorageError while the database cannot be
@@ -71,23 +72,30 @@ class PgLedgerStore:
         async with self._lock:
             if self._ready:
                 return
-            if self._closed:
-                raise StorageError(StorageFault.IO, f"{self.where}: the ledger is closed")
-            if self._pool is None:
-                # min_size=0: opening connects nothing, so it cannot fail on an absent
-                # server; each call's acquire connects as needed.
-                self._pool = await open_pool(
-                    self.cfg,
-                    min_size=0,
-                    max_size=self._max_size,
-                    application_name=f"saga-{self.schema}",
-                )
-            await migrate(
-                self._pool, schema=self.schema, migrations=self._migrations, where=self.where
-            )
-            if self._prepare is not None:
-                await transaction(self._pool, self._prepare, where=self.where)
+            try:
+                await self._prepare_once()
+            except StorageError as exc:
+                if unreachable(exc):
+                    self._outage.failed(exc.message)
+                raise
             self._ready = True
+
+    async def _prepare_once(self) -> None:
+        """Connect, migrate, prepare: what `ready` does once."""
+        if self._closed:
+            raise StorageError(StorageFault.IO, f"{self.where}: the ledger is closed")
+        if self._pool is None:
+            # min_size=0: opening connects nothing, so it cannot fail on an absent
+            # server; each call's acquire connects as needed.
+            self._pool = await open_pool(
+                self.cfg,
+                min_size=0,
+                max_size=self._max_size,
+                application_name=f"saga-{self.schema}",
+            )
+        await migrate(self._pool, schema=self.schema, migrations=self._migrations, where=self.where)
+        if self._prepare is not None:
+            await transaction(self._pool, self._prepare, where=self.where)
 
     async def check(self) -> bool:
         """Whether a call would reach the database now (for the health service)."""
@@ -97,12 +105,17 @@ class PgLedgerStore:
                 await conn.execute("SELECT 1")
         except Exception as exc:
             log.debug("%s: health check failed: %s", self.where, exc)
+            failed = exc if isinstance(exc, StorageError) else storage_error(exc, self.where)
+            if failed is not None and unreachable(failed):
+                self._outage.failed(failed.message)
             return False
+        self._outage.answered()
         return True
 
     async def write(self, unit: Unit[T]) -> T:
         """Run `unit` in one transaction, retried while a new attempt may help."""
-        return await transaction(await self._pool_ready(), unit, where=self.where)
+        pool = await self._pool_ready()
+        return await transaction(pool, unit, where=self.where, outage=self._outage)
 
     async def read(self, query: Unit[T]) -> T:
         """Run `query` on one snapshot: a read-only REPEATABLE READ transaction."""
@@ -111,7 +124,8 @@ class PgLedgerStore:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             return await query(conn)
 
-        return await transaction(await self._pool_ready(), snapshot, where=self.where)
+        pool = await self._pool_ready()
+        return await transaction(pool, snapshot, where=self.where, outage=self._outage)
 
     async def close(self) -> None:
         self._closed = True

@@ -38,7 +38,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from engine.config import Address, format_addr
-from engine.errors import ListenError, StorageError, StorageFault
+from engine.errors import ListenError, StorageError, StorageFault, unreachable
 from engine.net import TlsFiles, is_loopback
 from engine.sqlite import end_process
 from services.common.backend import Ledger
@@ -124,7 +124,11 @@ async def start(
         except StorageError as exc:
             if exc.fault is StorageFault.CANTOPEN:
                 raise  # it refuses this service (password, no such database): say so now
-            log.warning("%s: %s; answering UNAVAILABLE until it is back", spec.name, exc.message)
+            if unreachable(exc):  # the ledger's Outage has said so, once
+                log.info("%s: answering UNAVAILABLE until the ledger is back", spec.name)
+            else:
+                why = exc.message
+                log.warning("%s: %s; answering UNAVAILABLE until it is back", spec.name, why)
         registry = CollectorRegistry()
         # SO_REUSEPORT is grpc's default on Linux: without turning it off a second service
         # on the same port would start "fine" and share the traffic of the first.
@@ -161,7 +165,8 @@ async def _follow(ledger: Ledger, health: Health, names: tuple[str, ...], servin
         now = await ledger.check()
         if now != serving:
             await _set(health, names, serving=now)
-            log.warning("ledger %s is %s", ledger.where, "back" if now else "unavailable")
+            # The change itself is logged by the ledger (engine/pg/outage.py): once.
+            log.debug("ledger %s is %s", ledger.where, "back" if now else "unavailable")
             serving = now
 
 

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 import grpc
 import grpc.aio
 
-from engine.errors import CommitOutcomeUnknown, EngineError, StorageError
+from engine.errors import CommitOutcomeUnknown, EngineError, StorageError, unreachable
 from services.common.errors import (
     ConflictingRepeat,
     EpochFenced,
@@ -84,7 +84,10 @@ def rpc(method: Handler[S, Req, Resp]) -> Handler[S, Req, Resp]:
                 message = f"whether this call was recorded is unknown, send it again: {exc.message}"
                 log.error("%s: %s", method.__name__, message)
             if code is grpc.StatusCode.UNAVAILABLE:
-                log.warning("%s: %s", method.__name__, message)
+                # An unreachable database is one outage, logged once by the ledger
+                # (engine/pg/outage.py), not once per call that met it.
+                level = logging.DEBUG if unreachable(exc) else logging.WARNING
+                log.log(level, "%s: %s", method.__name__, message)
             await context.abort(code, message, ((ERROR_KEY, exc.code),))
 
     return handler

@@ -64,8 +64,10 @@ def test_an_operator_command_does_not_make_a_log(pg_url: str) -> None:
 
 
 def test_a_server_that_cannot_be_reached_is_one_line() -> None:
+    """For an operator's command; the gateway and the daemon wait for such a server
+    instead (tests/pg/test_pg_start_before_database.py)."""
     url = f"postgresql://app:hunter2@127.0.0.1:{free_port()}/db"
-    for command in (["ls"], ["audit"], ["gateway"]):
+    for command in (["ls"], ["audit"], ["show", "some-saga"]):
         ran = run_saga(*command, env=base_env(SAGA_DATABASE_URL=url, HTTP_ADDR="127.0.0.1:0"))
         assert_error_line(ran, "postgresql://app:***@127.0.0.1", "cannot be used right now")
         assert "hunter2" not in ran.err + ran.out

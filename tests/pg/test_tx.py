@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from engine.errors import CommitOutcomeUnknown, StaleEpoch, StorageError, StorageFault
-from engine.pg import Retry, open_pool, transaction
+from engine.pg import Retry, open_pool, statement, transaction
 from engine.pg.errors import commit_outcome, is_transient
 from engine.pg.pool import Conn
 from engine.pg.settings import parse_url
@@ -150,6 +150,61 @@ async def test_connection_lost_during_commit_is_an_unknown_outcome(pool: asyncpg
     assert attempts == 1
     assert not isinstance(caught.value, StorageError)
     assert WHERE in caught.value.message
+
+
+async def test_a_lone_statement_cut_off_is_an_unknown_outcome(pool: asyncpg.Pool) -> None:
+    """`statement` sends no COMMIT: the statement commits by itself, so a session that ends
+    while it runs may have committed it. Here it did: the row is there, and the caller
+    heard "unknown", not "nothing happened", and nothing was run twice."""
+    await pool.execute(
+        """
+        CREATE FUNCTION die_after() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          PERFORM pg_terminate_backend(pg_backend_pid());
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER t_die AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION die_after();
+        """
+    )
+    attempts = 0
+
+    async def unit(conn: Conn) -> None:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute("INSERT INTO t VALUES (7)")
+
+    with pytest.raises(CommitOutcomeUnknown):
+        await statement(pool, unit, where=WHERE)
+    assert attempts == 1
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01"])
+async def test_a_lone_statement_the_server_refused_is_retried_once_applied(
+    pool: asyncpg.Pool, sqlstate: str
+) -> None:
+    attempts = 0
+
+    async def unit(conn: Conn) -> int:
+        nonlocal attempts
+        attempts += 1
+        # One statement: an insert whose failure (a real error from the server) undoes it.
+        fail = "true" if attempts < 3 else "false"
+        await conn.execute(
+            f"""
+            WITH ins AS (INSERT INTO t VALUES ({attempts}) RETURNING n)
+            SELECT CASE WHEN {fail} THEN raise_in('{sqlstate}') END FROM ins
+            """
+        )
+        return attempts
+
+    await pool.execute(
+        """
+        CREATE FUNCTION raise_in(state text) RETURNS int LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = state; END $$
+        """
+    )
+    assert await statement(pool, unit, where=WHERE) == 3
+    assert await _rows(pool) == [3]  # the refused attempts left nothing
 
 
 async def test_unreachable_server_is_storage_error() -> None:

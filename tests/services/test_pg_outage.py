@@ -2,8 +2,8 @@
 answers every call UNAVAILABLE with its stable code, and reports NOT_SERVING to grpc
 health; when the database comes back it migrates, serves, and reports SERVING, by itself.
 The same after a SIGKILL of the database under a running service. Nothing answered is
-lost or applied twice. The database is the test's own server (tests/support/pg_server.py),
-never the shared one."""
+lost or applied twice; each outage is one WARNING line and one INFO line in its log. The
+database is the test's own server (tests/support/pg_server.py), never the shared one."""
 
 from __future__ import annotations
 
@@ -80,3 +80,11 @@ def test_a_service_waits_for_its_database_and_recovers_by_itself(tmp_path: Path)
         ], "nothing refused was applied, nothing answered twice"
         rows = pg.fetch("SELECT count(*) FROM payment_svc.journal", database="ledgers")
         assert rows == [(2,)]
+        # Each outage is one WARNING when it starts and one INFO when it ends, however many
+        # calls and health checks met it; never a traceback (engine/pg/outage.py).
+        log = svc.output().splitlines()
+        assert not [line for line in log if "Traceback" in line], svc.output()
+        warnings = [line for line in log if "WARNING" in line]
+        assert len(warnings) == 2, warnings
+        assert all("ledger postgresql://postgres:***@" in line for line in warnings), warnings
+        assert len([line for line in log if "INFO" in line and "available again" in line]) == 2
