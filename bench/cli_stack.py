@@ -18,7 +18,7 @@ __all__ = ["ceiling", "e2e", "peers", "scale"]
 
 _LOG_FLAGS: Final = {
     "SQLite log (FULL)": "sqlite",
-    "PostgreSQL log": "postgres",
+    "PostgreSQL log + ledgers": "postgres",
     "in-memory log": "memory",
 }
 
@@ -50,7 +50,8 @@ _LOG_FLAGS: Final = {
     "backends",
     type=click.Choice(["sqlite", "postgres", "memory"]),
     multiple=True,
-    help="Saga logs to measure; repeat for several (default sqlite and memory).",
+    help="Saga logs to measure; repeat for several (default sqlite and memory); postgres "
+    "puts the services' ledgers in the same fresh database too (a schema each).",
 )
 @click.option(
     "--pg-url",
@@ -61,6 +62,11 @@ _LOG_FLAGS: Final = {
 @click.option("--no-install", is_flag=True, help="Never apt-get install a missing wrk.")
 @click.option("--no-daemon", is_flag=True, help="No `saga recovery` beside the gateway.")
 @click.option("--no-ceiling", is_flag=True, help="Do not measure the ceiling alongside.")
+@click.option(
+    "--no-open-loop",
+    is_flag=True,
+    help="No open-loop run at 80% of each durable log's closed-loop rate.",
+)
 @click.option(
     "--ceiling-concurrency",
     type=click.IntRange(1),
@@ -84,6 +90,7 @@ def e2e(
     no_install: bool,
     no_daemon: bool,
     no_ceiling: bool,
+    no_open_loop: bool,
     ceiling_concurrency: int | None,
     no_chart: bool,
     out: Path,
@@ -110,6 +117,7 @@ def e2e(
         install_wrk=not no_install,
         daemon=not no_daemon,
         ceiling=not no_ceiling,
+        open_loop=not no_open_loop,
         ceiling_concurrency=ceiling_concurrency or settings.ceiling_concurrency,
         chart=not no_chart,
         out=out,
@@ -121,6 +129,7 @@ def e2e(
     flags += [] if settings.daemon else ["--no-daemon"]
     flags += [f"--ceiling-concurrency {settings.ceiling_concurrency}"] if settings.ceiling else []
     flags += [] if settings.ceiling else ["--no-ceiling"]
+    flags += [] if settings.open_loop else ["--no-open-loop"]
     if settings.backends != E2eSettings().backends:
         flags += [f"--backend {_LOG_FLAGS[b]}" for b in settings.backends]
     if set(settings.clients) != set(Client):
@@ -259,6 +268,11 @@ def scale(
     help="The restate-server binary (default: on PATH; from the npm package "
     "@restatedev/restate-server, e.g. node_modules/.bin/restate-server).",
 )
+@click.option(
+    "--no-kill",
+    is_flag=True,
+    help="Skip the kill -9 half (each orchestrator SIGKILLed mid-load and restarted).",
+)
 @out_option("peers")
 @data_dir_option
 @click.pass_context
@@ -270,6 +284,7 @@ def peers(
     duration: float | None,
     no_install: bool,
     restate_server: Path | None,
+    no_kill: bool,
     out: Path,
     data_dir: Path | None,
 ) -> None:
@@ -284,11 +299,12 @@ def peers(
         duration_s=duration or settings.duration_s,
         install_wrk=not no_install,
         restate_given=str(restate_server) if restate_server else None,
+        kill=not no_kill,
         out=out,
         data_dir=data_dir,
     )
     flags = [f"--reps {settings.reps}", f"-c {settings.concurrency}"]
-    flags += [f"--duration {settings.duration_s:g}"]
+    flags += [f"--duration {settings.duration_s:g}"] + ([] if settings.kill else ["--no-kill"])
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
     report = run(settings, progress)
     echo_report(report.markdown, report.files)

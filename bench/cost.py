@@ -5,8 +5,8 @@ Two measurements, each on fresh processes in a fresh data folder, repeated:
 - the stack: the three services, `saga gateway` (its worker processes counted with it),
   the recovery daemon and a private Redis, under bench/loadgen.py's closed loop at
   `concurrency` for `duration_s`; each process's CPU seconds from the load's start until
-  every saga is terminal (the gateway and the daemon keep driving after the load), ÷ the
-  orders accepted;
+  every saga is terminal, ÷ the orders created: bench/cpu.py, the measurement `bench e2e`
+  makes too (its CPU table has the same figure beside the rates, on PostgreSQL too);
 - a service alone: `calls` Payment.Charge calls at `concurrency` from a grpc.aio client
   in this process, the service's CPU ÷ calls: a participant's cost per call, which the
   stack's figure mixes with the gateway's pace.
@@ -15,7 +15,6 @@ Two measurements, each on fresh processes in a fresh data folder, repeated:
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -25,17 +24,17 @@ from pathlib import Path
 
 from grpc import aio
 
+from bench.cpu import StackCpu, per_order_ms
 from bench.loadgen import LoadChild, LoadSpec
-from bench.measure import wait_settled
+from bench.measure import fetch_orders, tree_cpu_seconds, wait_settled
 from bench.report import fmt_num, machine, markdown_table, median, write_outputs
 from bench.stack import BenchStack
 from proto.payment.v1 import payment_pb2, payment_pb2_grpc
-from saga.children import CLOCK_TICKS, Child
 
 __all__ = ["CostReport", "CostSettings", "run"]
 
 SETTLE_S = 120.0
-ROLES = ("gateway", "order", "payment", "inventory", "recovery")
+ROLES = ("gateway", "order", "payment", "inventory", "recovery", "redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,41 +66,24 @@ class _Rep:
     us_per_call: float | None = None
 
 
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds of `pid` and its live children (a gateway's workers)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid or int(fields[1]) == pid:
-            total += sum(int(x) for x in fields[11:15]) / CLOCK_TICKS  # u, s, cu, cs
-    return total
-
-
 def _stack(settings: CostSettings, root: Path, rep: _Rep) -> None:
     with BenchStack(root, redis=True) as stack:
         stack.start_services()
         stack.start_gateway(SAGA_GATEWAY_WORKERS=str(settings.workers))
         stack.start_recovery()
-        procs: dict[str, Child] = {k: v for k, v in stack.processes().items() if k in ROLES}
         spec = LoadSpec(port=stack.port, duration_s=settings.duration_s,
                         concurrency=settings.concurrency)  # fmt: skip
-        before = {name: _tree_cpu_s(p.pid) for name, p in procs.items()}
-        load = LoadChild(spec, root).start().result(timeout_s=settings.duration_s + 60)
+        child = LoadChild(spec, root).start()
+        meter = StackCpu(stack.processes())  # the same measurement as bench e2e's
+        meter.start()
+        child.result(timeout_s=settings.duration_s + 60)
         if not wait_settled(stack.url, SETTLE_S):
             raise RuntimeError(f"sagas still not terminal {SETTLE_S:g}s after the load")
-        rep.orders = sum(1 for s in load.samples if s.status == 201)
+        seconds = meter.stop()
+        rep.orders = len(fetch_orders(stack.url))
         if rep.orders == 0:
             raise RuntimeError("no order was accepted")
-        rep.ms_per_order = {
-            name: 1000 * (_tree_cpu_s(p.pid) - before[name]) / rep.orders
-            for name, p in procs.items()
-        }
+        rep.ms_per_order = per_order_ms(seconds, rep.orders)
 
 
 async def _charges(addr: str, calls: int, concurrency: int) -> None:
@@ -124,9 +106,9 @@ def _service(settings: CostSettings, root: Path, rep: _Rep) -> None:
         stack.start_services()
         payment, addr = stack.services["payment"], stack.env["PAYMENT_SERVICE_ADDR"]
         asyncio.run(_charges(addr, min(300, settings.calls), settings.concurrency))  # warm
-        before = _tree_cpu_s(payment.pid)
+        before = tree_cpu_seconds(payment.pid)
         asyncio.run(_charges(addr, settings.calls, settings.concurrency))
-        rep.us_per_call = 1e6 * (_tree_cpu_s(payment.pid) - before) / settings.calls
+        rep.us_per_call = 1e6 * (tree_cpu_seconds(payment.pid) - before) / settings.calls
 
 
 def run(settings: CostSettings, progress: Callable[[str], None]) -> CostReport:
@@ -155,7 +137,8 @@ def run(settings: CostSettings, progress: Callable[[str], None]) -> CostReport:
         "",
         f"`{settings.command}`: closed loop at {settings.concurrency} connections for "
         f"{settings.duration_s:g} s, `SAGA_GATEWAY_WORKERS={settings.workers}`; CPU from the "
-        "load's start until every saga is terminal, ÷ orders accepted.",
+        "first POST until every saga is terminal, ÷ orders created (bench/cpu.py, as in "
+        "`bench e2e`).",
         "",
         markdown_table(("process", "CPU ms per order (each rep)", "median"), rows),
         "",

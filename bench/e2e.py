@@ -43,11 +43,28 @@ from typing import Final
 
 from bench import ceiling as ceiling_bench
 from bench.ceiling import CeilingRun, CeilingSettings
-from bench.e2e_report import HEADER, Backend, Client, Run, chart, render, summarize
+from bench.cpu import StackCpu
+from bench.e2e_report import (
+    HEADER,
+    OPEN_SHARE,
+    Backend,
+    Client,
+    Run,
+    chart,
+    render,
+    summarize,
+    sustainable,
+)
 from bench.errors import BenchError
 from bench.loadgen import CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec, Sample
 from bench.measure import CpuMeter, OrderEnd, fetch_orders, wait_settled
-from bench.pg import DEFAULT_PG_URL, ServerCpu, count_sagas, fresh_database
+from bench.pg import (
+    DEFAULT_PG_URL,
+    LEDGER_URL_VARS,
+    count_sagas,
+    fresh_database,
+    ledger_rows,
+)
 from bench.report import fmt_ms, fmt_num, machine, percentile, write_outputs
 from bench.stack import BenchStack
 from bench.wrk import WrkFound, WrkResult, WrkSpec, find_wrk, run_wrk
@@ -77,6 +94,7 @@ class E2eSettings:
     redis: bool = True
     daemon: bool = True  # a recovery daemon beside the durable gateway, as `saga up` runs
     ceiling: bool = True
+    open_loop: bool = True  # an open-loop run per durable backend at OPEN_SHARE of its rate
     # Sagas in flight in the ceiling: as many as the gateway drives at once by default
     # (SAGA_RUNNER_CAPACITY), however few connections bring them in.
     ceiling_concurrency: int = 256
@@ -182,50 +200,56 @@ def measure(
     wrk: str | None = None,
     database_url: str | None = None,
     gateway_env: dict[str, str] | None = None,
+    rate: float | None = None,
 ) -> Run:
     """One measurement on a fresh stack in `root` (see the module's docstring); the saga
     log in `database_url` (PostgreSQL) when given."""
-    run = Run(client, backend, concurrency, rep, settings.duration_s)
+    run = Run(client, backend, concurrency, rep, settings.duration_s, rate=rate)
     memory = backend is Backend.MEMORY
     log_env = {"SAGA_DATABASE_URL": database_url} if database_url else {}
+    # On PostgreSQL the services' ledgers go there too: one database, a schema each.
+    ledger_env = dict.fromkeys(LEDGER_URL_VARS, database_url) if database_url else {}
     with BenchStack(root, redis=settings.redis) as stack:
+        stack.env.update(ledger_env)
         stack.start_services()
         stack.start_gateway(memory=memory, **log_env, **(gateway_env or {}))
         if settings.daemon and not memory:
             stack.start_recovery(**log_env)
-        during, until_settled = CpuMeter(stack.processes()), CpuMeter(stack.processes())
-        server = ServerCpu(database_url) if database_url else None
+        during = CpuMeter(stack.processes())
+        until_settled = StackCpu(stack.processes(), database_url)
         seconds = settings.warmup_s + settings.duration_s
         if client is Client.WRK:
             if wrk is None:
                 raise BenchError("no wrk binary")
             spec = WrkSpec(stack.port, seconds, concurrency, key_prefix=f"wrk{rep}")
+            calls_before = stack.service_calls()
             during.start()
             until_settled.start()
-            if server:
-                server.start()
             wrk_result = run_wrk(spec, wrk, root)
         else:
-            load_spec = LoadSpec(port=stack.port, duration_s=seconds, concurrency=concurrency)
+            load_spec = LoadSpec(
+                port=stack.port, duration_s=seconds, concurrency=concurrency, rate=rate
+            )
             child = LoadChild(load_spec, root).start()
+            calls_before = stack.service_calls()
             during.start()
             until_settled.start()
-            if server:
-                server.start()
             own_result = child.result(timeout_s=seconds + 60)
         cores = during.stop()
         ended = time.perf_counter()
         settled = wait_settled(stack.url, SETTLE_S)
         until_settled.stop()
-        if server:  # the database's server works for this stack: charged like the others
-            until_settled.seconds["postgres"] = server.stop()
         settle_s = time.perf_counter() - ended
+        calls_after = stack.service_calls()
+        calls = {k: n - calls_before.get(k, 0) for k, n in calls_after.items()}
         ends = fetch_orders(stack.url)
         if not stack.gateway or not stack.gateway.alive:
             return replace(run, error="the gateway died")
     if database_url and ends and count_sagas(database_url) == 0:
         return replace(run, error="the gateway ignored SAGA_DATABASE_URL: no saga in it")
-    run = replace(run, cpu=cores, cpu_s=until_settled.seconds, settle_s=settle_s)
+    if ledger_env and ends and not ledger_rows(database_url or ""):
+        return replace(run, error="the services ignored their *_DATABASE_URL: no ledger row")
+    run = replace(run, cpu=cores, cpu_s=until_settled.seconds, settle_s=settle_s, calls=calls)
     if client is Client.WRK:
         run = _analyse_wrk(run, wrk_result, ends)
     else:
@@ -244,6 +268,7 @@ def _measure(
     rep: int,
     settings: E2eSettings,
     wrk: str | None,
+    rate: float | None = None,
 ) -> Run:
     with contextlib.ExitStack() as resources:
         try:
@@ -254,11 +279,20 @@ def _measure(
             if backend is Backend.POSTGRES:
                 url = resources.enter_context(fresh_database(settings.pg_url))
             return measure(
-                client, backend, concurrency, rep, settings, Path(tmp), wrk=wrk, database_url=url
+                client,
+                backend,
+                concurrency,
+                rep,
+                settings,
+                Path(tmp),
+                wrk=wrk,
+                database_url=url,
+                rate=rate,
             )
         except (BenchError, RuntimeError, OSError) as exc:  # a process failed: say so, go on
             error = str(exc)[:500]
-            return Run(client, backend, concurrency, rep, settings.duration_s, error=error)
+            window = settings.duration_s
+            return Run(client, backend, concurrency, rep, window, rate=rate, error=error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +344,8 @@ def run(settings: E2eSettings, progress: Callable[[str], None]) -> E2eReport:
                     runs.append(got)
                     what = _progress_line(got)
                     progress(f"rep {rep}/{settings.reps}  c={c:<4} {client} {backend}: {what}")
+        if settings.open_loop:
+            runs += _open_loop(settings, runs, rep, progress)
     rows = summarize(runs, ceilings)
     data_dir = settings.data_dir or Path(tempfile.gettempdir())
     info = machine(data_dir, {"load generators": _clients_line(found, clients)})
@@ -327,6 +363,27 @@ def run(settings: E2eSettings, progress: Callable[[str], None]) -> E2eReport:
     if png is not None:
         files.append(png)
     return E2eReport(settings, tuple(runs), tuple(ceilings), markdown, tuple(files))
+
+
+def _open_loop(
+    settings: E2eSettings, runs: list[Run], rep: int, progress: Callable[[str], None]
+) -> list[Run]:
+    """One open-loop run per durable backend at OPEN_SHARE of its closed-loop rate in
+    this repetition (issue 15: the 201's p99 there, not at saturation)."""
+    got: list[Run] = []
+    for backend in settings.backends:
+        closed = sustainable(runs, backend, rep)
+        if backend is Backend.MEMORY or closed is None:
+            continue
+        rate = OPEN_SHARE * closed
+        one = _measure(Client.OWN, backend, 0, rep, settings, None, rate=rate)
+        got.append(one)
+        what = one.error or (
+            f"{fmt_num(one.accepted_per_s)} 201s/s of {fmt_num(rate)} offered, "
+            f"201 p99 {fmt_ms(one.p99_201_s)} ms"
+        )
+        progress(f"rep {rep}/{settings.reps}  open loop {backend}: {what}")
+    return got
 
 
 def _clients_line(found: WrkFound | None, clients: list[Client]) -> str:

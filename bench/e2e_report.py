@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CPU_HEADER",
     "HEADER",
+    "OPEN_HEADER",
+    "SERVICE_HEADER",
     "Backend",
     "Client",
     "Row",
@@ -47,6 +49,9 @@ TARGET_P99_S: Final = 0.025
 TARGET_E2E_PER_S: Final = 1000.0
 TARGET_PG_VS_SQLITE: Final = 0.80  # issue 14: the PostgreSQL log end to end vs SQLite's
 TARGET_CONCURRENCY: Final = 64
+# Issue 15: in an open loop at OPEN_SHARE of the sustainable rate, the 201's p99 under this.
+TARGET_OPEN_P99_S: Final = 0.020
+OPEN_SHARE: Final = 0.8
 # The stack's processes, in the CPU table's order (the load generator is apart);
 # postgres: the database server's backends serving the stack (bench/pg.py).
 PROCESSES: Final = (
@@ -59,10 +64,12 @@ PROCESSES: Final = (
     "postgres",
 )
 
+SERVICES: Final = ("order", "payment", "inventory")
+
 
 class Backend(StrEnum):
     DURABLE = "SQLite log (FULL)"
-    POSTGRES = "PostgreSQL log"
+    POSTGRES = "PostgreSQL log + ledgers"
     MEMORY = "in-memory log"
 
 
@@ -96,6 +103,8 @@ class Run:
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU s, load start → settled
     client_cpu: float | None = None  # the load generator's cores
     client_cpu_s: float | None = None  # its CPU seconds
+    calls: dict[str, int] = field(default_factory=dict)  # RPCs each service answered, ditto
+    rate: float | None = None  # open loop (loadgen.py): orders offered per second
     error: str | None = None
 
     @property
@@ -111,6 +120,12 @@ class Run:
         if self.error or not self.orders or name not in self.cpu_s:
             return None
         return 1000 * self.cpu_s[name] / self.orders
+
+    def us_per_call(self, service: str) -> float | None:
+        """A service's CPU microseconds per RPC it answered (load start → settled)."""
+        if self.error or not self.calls.get(service) or service not in self.cpu_s:
+            return None
+        return 1e6 * self.cpu_s[service] / self.calls[service]
 
     @property
     def stack_cpu_per_k(self) -> float | None:
@@ -150,6 +165,8 @@ class Row:
     latency_of_all: bool
     not_201: dict[str, int]
     errors: tuple[str, ...] = ()
+    us_per_call: dict[str, float | None] = field(default_factory=dict)  # by service
+    calls_per_order: dict[str, float | None] = field(default_factory=dict)  # by service
 
 
 def _med(values: Sequence[float | None]) -> float | None:
@@ -198,11 +215,17 @@ def _accepted(r: Run) -> float | None:
     return r.accepted_per_s
 
 
+def _calls_per_order(r: Run, service: str) -> float | None:
+    return r.calls[service] / r.orders if r.orders and service in r.calls else None
+
+
 def summarize(runs: Sequence[Run], ceilings: Sequence[CeilingRun] = ()) -> tuple[Row, ...]:
     rows: list[Row] = []
     for client in Client:
         for backend in Backend:
-            mine_all = [r for r in runs if (r.client, r.backend) == (client, backend)]
+            mine_all = [
+                r for r in runs if (r.client, r.backend) == (client, backend) and r.rate is None
+            ]
             for c in sorted({r.concurrency for r in mine_all}):
                 mine = [r for r in mine_all if r.concurrency == c]
                 ok = [r for r in mine if r.error is None]
@@ -238,6 +261,8 @@ def summarize(runs: Sequence[Run], ceilings: Sequence[CeilingRun] = ()) -> tuple
                         any(r.latency_of_all for r in ok),
                         dict(sum((Counter(r.not_201) for r in mine), Counter())),
                         tuple(sorted({r.error for r in mine if r.error})),
+                        {p: _med([r.us_per_call(p) for r in ok]) for p in SERVICES},
+                        {p: _med([_calls_per_order(r, p) for r in ok]) for p in SERVICES},
                     )
                 )
     return tuple(rows)
@@ -317,6 +342,88 @@ def cpu_table(rows: Sequence[Row]) -> str:
         for r in rows
     ]
     return markdown_table(CPU_HEADER, cells)
+
+
+SERVICE_HEADER: Final = (
+    "load generator",
+    "saga log",
+    "concurrency",
+    *(f"{s} CPU µs/call" for s in SERVICES),
+    *(f"{s} calls/order" for s in SERVICES),
+)
+
+
+def service_table(rows: Sequence[Row]) -> str:
+    cells = [
+        [
+            r.client.value,
+            r.backend.value,
+            str(r.concurrency),
+            *(fmt_num(r.us_per_call.get(s)) for s in SERVICES),
+            *(fmt_num(r.calls_per_order.get(s), 2) for s in SERVICES),
+        ]
+        for r in rows
+    ]
+    return markdown_table(SERVICE_HEADER, cells)
+
+
+OPEN_HEADER: Final = (
+    "saga log",
+    "rep",
+    "closed-loop orders/s",
+    "offered orders/s",
+    "201s/s achieved",
+    "201 p50 (ms)",
+    "201 p99 (ms)",
+    "terminal p99 (ms)",
+    "stack CPU s/1k orders",
+    "answers other than 201",
+)
+
+
+def sustainable(runs: Sequence[Run], backend: Backend, rep: int) -> float | None:
+    """The backend's sustainable rate in repetition `rep`: its best end-to-end orders/s
+    in the closed loop, over clients and concurrencies."""
+    rates = [
+        r.e2e_per_s
+        for r in runs
+        if (r.backend, r.rep) == (backend, rep) and r.rate is None and r.e2e_per_s
+    ]
+    return max(rates) if rates else None
+
+
+def open_table(runs: Sequence[Run]) -> str:
+    cells = [
+        [
+            r.backend.value,
+            str(r.rep),
+            fmt_num((r.rate or 0.0) / OPEN_SHARE),
+            fmt_num(r.rate),
+            fmt_num(r.accepted_per_s),
+            fmt_ms(r.p50_201_s),
+            fmt_ms(r.p99_201_s),
+            fmt_ms(r.p99_terminal_s),
+            fmt_num(r.stack_cpu_per_k, 2),
+            ", ".join(f"{n:,} {k}" for k, n in sorted(r.not_201.items())) or "none",
+        ]
+        for r in runs
+        if r.rate is not None
+    ]
+    return markdown_table(OPEN_HEADER, cells)
+
+
+def open_verdict(runs: Sequence[Run]) -> list[str]:
+    lines = []
+    for backend in Backend:
+        p99s = [r.p99_201_s for r in runs if r.rate and r.backend is backend and r.p99_201_s]
+        if p99s:
+            p99 = median(p99s) or 0.0
+            lines.append(
+                f"Target: in the open loop at {OPEN_SHARE:.0%} of the sustainable rate, the "
+                f"201's p99 under {1000 * TARGET_OPEN_P99_S:g} ms ({backend.value}, median "
+                f"of {len(p99s)}): {fmt_ms(p99)} ms → **{_met(p99 < TARGET_OPEN_P99_S)}**."
+            )
+    return lines
 
 
 def _target(rows: Sequence[Row], backend: Backend = Backend.DURABLE) -> Row | None:
@@ -412,7 +519,32 @@ def render(
         "ceiling's CPU per saga):",
         "",
         cpu_table(rows),
+        "",
+        "Each service's CPU per call it answered, its ledger on SQLite (beside the SQLite "
+        "or the in-memory log) and on PostgreSQL (with the PostgreSQL log: `ORDER_/PAYMENT_/"
+        "INVENTORY_DATABASE_URL` all the run's fresh database, a schema each): its CPU "
+        "seconds from the first POST until every saga was terminal ÷ the RPCs it answered "
+        "meanwhile (its `saga_service_rpc_total`); the database server's share is in the "
+        "postgres column above, not here:",
+        "",
+        service_table(rows),
     ]
+    if any(r.rate is not None for r in runs):
+        parts += [
+            "",
+            f"Open loop (bench/loadgen.py, which has a fixed arrival rate: each order is "
+            f"sent at its time whatever the earlier ones are doing, on an idle connection or "
+            f"a new one): {OPEN_SHARE:.0%} of the closed-loop rate measured in the same "
+            "repetition (the backend's best end-to-end orders/s over clients and "
+            "concurrencies) offered for the same warm-up and duration, on a fresh stack; "
+            "201s/s achieved and the percentiles count the window after the warm-up; "
+            "latency is from the send, so a client that falls behind its schedule would "
+            "hide some (its CPU is in the report's JSON):",
+            "",
+            open_table(runs),
+            "",
+            *open_verdict(runs),
+        ]
     if ceilings:
         parts += [
             "",

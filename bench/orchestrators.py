@@ -45,6 +45,21 @@ class Orchestrator:
     key_header: str = "X-Idempotency-Key"
     owned: list[Child] = field(default_factory=list)  # started here, killed by `close`
     wait: Callable[[float], bool] | None = None  # the peer's own "nothing pending" wait
+    # The kill -9 half: the orchestrator's process (SIGKILLed mid-load) by name, how to
+    # start it again on the same port and data, and every id it recorded by status.
+    victim: str = ""
+    restart: Callable[[], Child] | None = None
+    ids: Callable[[], dict[str, str]] | None = None
+    terminal: frozenset[str] = frozenset()
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL the orchestrator's process, then start it again and wait until ready."""
+        if self.restart is None:
+            raise BenchError("this peer cannot be restarted")
+        self.procs[self.victim].kill()
+        child = self.restart()
+        self.procs[self.victim] = child
+        self.owned = [c for c in self.owned if c.alive] + [child]
 
     def settled(self, accepted: int, timeout_s: float) -> bool:
         """Wait until every accepted order is recorded and none is on its way."""
@@ -98,6 +113,10 @@ def start_saga(stack: BenchStack) -> Orchestrator:
         lambda by: "PENDING" in by,
         # The gateway says itself when nothing is pending (one cheap query a quarter second).
         wait=lambda timeout_s: wait_settled(stack.url, timeout_s),
+        victim="gateway",
+        restart=stack.start_gateway,  # same port and log; the daemon finishes orphans
+        ids=lambda: {k: e.status for k, e in fetch_orders(stack.url).items()},
+        terminal=frozenset({"CONFIRMED", "CANCELLED"}),
     )
 
 
@@ -121,16 +140,31 @@ def start_dbos(stack: BenchStack) -> Orchestrator:
     port = free_port()
     db = stack.root / "dbos.sqlite"
     env = {**stack.env, "HTTP_ADDR": f"127.0.0.1:{port}", "DBOS_SQLITE": str(db)}
-    app = _spawn(stack, "dbos", [sys.executable, "-m", "bench.peer_dbos"], env)
-    with _killed_on_error(app):
-        app.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), _READY_S)
+
+    def start() -> Child:
+        app = _spawn(stack, "dbos", [sys.executable, "-m", "bench.peer_dbos"], env)
+        with _killed_on_error(app):
+            app.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), _READY_S)
+        return app
+
+    app = start()
     return Orchestrator(
         port,
         {**stack.processes(), "dbos": app},
         lambda: _dbos_state(db),
         lambda by: any(s in by for s in ("PENDING", "ENQUEUED")),
         owned=[app],
+        victim="dbos",
+        restart=start,  # DBOS recovers its pending workflows when it starts
+        ids=lambda: _dbos_ids(db),
+        terminal=frozenset({"SUCCESS", "ERROR"}),
     )
+
+
+def _dbos_ids(db: Path) -> dict[str, str]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        rows = conn.execute("SELECT workflow_uuid, status FROM workflow_status").fetchall()
+    return {str(k): str(v) for k, v in rows}
 
 
 # ---- Restate -------------------------------------------------------------------------------
@@ -220,6 +254,15 @@ def start_restate(stack: BenchStack, binary: str) -> Orchestrator:
         "RESTATE_LOG_FILTER": "warn",
     }
     argv = [binary, "--no-logo", "--base-dir", str(stack.root / "restate")]
+
+    def start_server() -> Child:
+        server = _spawn(stack, "restate-server", argv, server_env)
+        with _killed_on_error(server):
+            server.wait_ready(lambda: http_ok(f"http://127.0.0.1:{admin}/health"), _READY_S)
+            ingress_health = f"http://127.0.0.1:{ingress}/restate/health"
+            server.wait_ready(lambda: http_ok(ingress_health), _READY_S)
+        return server
+
     server = _spawn(stack, "restate-server", argv, server_env)
     app_env = {**stack.env, "HTTP_ADDR": f"127.0.0.1:{endpoint}"}
     app = _spawn(stack, "restate-endpoint", [sys.executable, "-m", "bench.peer_restate"], app_env)
@@ -239,4 +282,20 @@ def start_restate(stack: BenchStack, binary: str) -> Orchestrator:
         path="/OrderSaga/order/send",
         key_header="idempotency-key",
         owned=[server, app],
+        victim="restate-server",
+        restart=start_server,  # same folder: its log and state survive the kill
+        ids=lambda: _restate_ids(base),
+        terminal=frozenset({"success", "failure"}),
     )
+
+
+def _restate_ids(admin: str) -> dict[str, str]:
+    """Every invocation by id: its status, a completed one by its result."""
+    doc = _post(
+        f"{admin}/query", {"query": "SELECT id, status, completion_result FROM sys_invocation"}
+    )
+    assert isinstance(doc, dict)
+    return {
+        str(r["id"]): str(r["status"] if r["status"] != "completed" else r["completion_result"])
+        for r in doc["rows"]
+    }

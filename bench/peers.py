@@ -35,6 +35,7 @@ from bench.errors import BenchError
 from bench.loadgen import LoadChild, LoadSpec
 from bench.measure import CpuMeter
 from bench.orchestrators import Orchestrator, find_restate, start_dbos, start_restate, start_saga
+from bench.peers_kill import KillRun, kill_table, measure_kill
 from bench.report import (
     fmt_ms,
     fmt_num,
@@ -84,13 +85,15 @@ class PeersSettings:
     restate_server: str | None = None  # the binary (run finds it: --restate-server or PATH)
     restate_given: str | None = None  # --restate-server
     install_wrk: bool = True
+    kill: bool = True  # the kill -9 half too (bench/peers_kill.py)
+    kill_concurrency: int = 16  # its load's threads, each retrying its key until acked
     out: Path = Path("bench/out")
     data_dir: Path | None = None
     command: str = "python -m bench peers"
 
     @classmethod
     def quick(cls) -> PeersSettings:
-        return cls(concurrency=4, duration_s=1.0, reps=1)
+        return cls(concurrency=4, duration_s=1.0, reps=1, kill_concurrency=4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,18 +158,37 @@ def _load(
     return _Load(res.started_wall_s, res.seconds, statuses, percentile(ok, 50), percentile(ok, 99))
 
 
+def _start(peer: Peer, stack: BenchStack, settings: PeersSettings) -> Orchestrator:
+    stack.start_services()
+    if peer is Peer.SAGA:
+        return start_saga(stack)
+    if peer is Peer.DBOS:
+        return start_dbos(stack)
+    if settings.restate_server is None:
+        raise BenchError("no restate-server")
+    return start_restate(stack, settings.restate_server)
+
+
+def _measure_kill(peer: Peer, rep: int, settings: PeersSettings) -> KillRun:
+    """The kill -9 half (bench/peers_kill.py) on fresh processes."""
+    with tempfile.TemporaryDirectory(prefix="saga-peers-", dir=settings.data_dir) as tmp:
+        try:
+            with BenchStack(Path(tmp), redis=peer is Peer.SAGA) as stack:
+                peer_at = _start(peer, stack, settings)
+                try:
+                    return measure_kill(
+                        peer_at, peer.value, rep, settings.duration_s, settings.kill_concurrency
+                    )
+                finally:
+                    peer_at.close()
+        except (BenchError, RuntimeError, OSError) as exc:
+            return KillRun(peer.value, rep, error=str(exc)[:300])
+
+
 def measure(peer: Peer, rep: int, settings: PeersSettings, root: Path, wrk: str | None) -> PeerRun:
     run = PeerRun(peer, rep)
     with BenchStack(root, redis=peer is Peer.SAGA) as stack:
-        stack.start_services()
-        if peer is Peer.SAGA:
-            peer_at = start_saga(stack)
-        elif peer is Peer.DBOS:
-            peer_at = start_dbos(stack)
-        else:
-            if settings.restate_server is None:
-                raise BenchError("no restate-server")
-            peer_at = start_restate(stack, settings.restate_server)
+        peer_at = _start(peer, stack, settings)
         meter = CpuMeter(peer_at.procs)
         try:
             meter.start()
@@ -260,7 +282,12 @@ def table(settings: PeersSettings, runs: Sequence[PeerRun]) -> str:
     return markdown_table(HEADER, cells)
 
 
-def render(settings: PeersSettings, runs: Sequence[PeerRun], info: dict[str, str]) -> str:
+def render(
+    settings: PeersSettings,
+    runs: Sequence[PeerRun],
+    info: dict[str, str],
+    kills: Sequence[KillRun] = (),
+) -> str:
     s = settings
     parts = [
         "## Peers benchmark",
@@ -280,6 +307,23 @@ def render(settings: PeersSettings, runs: Sequence[PeerRun], info: dict[str, str
         "",
         *(f"- {p.value}: {GIVEN[p]}." for p in settings.peers),
     ]
+    if kills:
+        parts += [
+            "",
+            "### kill -9",
+            "",
+            f"Each orchestrator (the saga gateway; DBOS's app process; Restate's server) "
+            f"SIGKILLed {s.duration_s / 2:g} s into a {s.duration_s:g} s load and started "
+            f"again at once on the same port and data, on fresh processes per repetition. "
+            f"The load (bench/retry_load.py, {s.kill_concurrency} threads) sends order "
+            "after order, each with its own idempotency key, and sends a failed POST again "
+            "with the same key every 50 ms until it is acknowledged; afterwards, with every "
+            "saga ended, each acknowledged key is POSTed once more. Both bold columns must "
+            "be 0: an acknowledged order the peer does not have or never finished, a key "
+            "whose answers named two different orders.",
+            "",
+            kill_table(kills),
+        ]
     for r in runs:
         if r.not_201:
             what = ", ".join(f"{n:,} {k}" for k, n in sorted(r.not_201.items()))
@@ -296,6 +340,7 @@ class PeersReport:
     runs: tuple[PeerRun, ...]
     markdown: str
     files: tuple[Path, ...] = ()
+    kills: tuple[KillRun, ...] = ()
 
 
 def run(settings: PeersSettings, progress: Callable[[str], None]) -> PeersReport:
@@ -315,6 +360,7 @@ def run(settings: PeersSettings, progress: Callable[[str], None]) -> PeersReport
         progress(how)
     settings = replace(settings, peers=tuple(peers), restate_server=restate)
     runs: list[PeerRun] = []
+    kills: list[KillRun] = []
     for rep in range(1, settings.reps + 1):
         order = peers if rep % 2 else list(reversed(peers))  # interleaved, both ways round
         for peer in order:
@@ -328,6 +374,14 @@ def run(settings: PeersSettings, progress: Callable[[str], None]) -> PeersReport
                 f"{fmt_num(got.per_k(tuple(got.cpu_s)), 2)} CPU s/1k"
             )
             progress(f"rep {rep}/{settings.reps}  {peer.value}: {what}")
+        for peer in order if settings.kill else ():
+            killed = _measure_kill(peer, rep, settings)
+            kills.append(killed)
+            what = killed.error or (
+                f"{killed.acked:,} acked, {killed.never_ended} never ended, "
+                f"{killed.answered_twice} keys answered twice"
+            )
+            progress(f"rep {rep}/{settings.reps}  {peer.value} kill -9: {what}")
     data_dir = settings.data_dir or Path(tempfile.gettempdir())
     extra = {
         "DBOS": dbos_baseline.version() or "not installed",
@@ -335,17 +389,17 @@ def run(settings: PeersSettings, progress: Callable[[str], None]) -> PeersReport
         "load generator": found.how if found.path else "bench/loadgen.py",
     }
     info = machine(data_dir, extra)
-    markdown = render(settings, runs, info)
+    markdown = render(settings, runs, info, kills)
     files = write_outputs(
         settings.out,
         "peers",
         markdown,
         settings=asdict(settings),
         machine=info,
-        runs=[asdict(r) for r in runs],
+        runs=[asdict(r) for r in runs] + [{"kill": asdict(k)} for k in kills],
         data_dir=data_dir,
     )
-    return PeersReport(settings, tuple(runs), markdown, tuple(files))
+    return PeersReport(settings, tuple(runs), markdown, tuple(files), tuple(kills))
 
 
 def _restate_versions(binary: str | None) -> str:

@@ -26,9 +26,11 @@ from engine.pg_log_schema import SCHEMA
 
 __all__ = [
     "DEFAULT_PG_URL",
+    "LEDGER_URL_VARS",
     "ServerCpu",
     "count_sagas",
     "fresh_database",
+    "ledger_rows",
     "query",
     "redact",
     "with_database",
@@ -36,6 +38,10 @@ __all__ = [
 
 DEFAULT_PG_URL: Final = "postgresql://127.0.0.1:5432/postgres"
 _TIMEOUT_S: Final = 10.0
+# The services' ledgers on PostgreSQL (docs/reference.md): one database may hold all
+# three, each service in its own schema.
+LEDGER_URL_VARS: Final = ("ORDER_DATABASE_URL", "PAYMENT_DATABASE_URL", "INVENTORY_DATABASE_URL")
+_LEDGER_TABLES: Final = ("order_svc.orders", "payment_svc.payments", "inventory_svc.reservations")
 
 
 def with_database(url: str, name: str) -> str:
@@ -88,6 +94,29 @@ def count_sagas(url: str) -> int:
     """Sagas in the saga log of the database at `url` (0 when it has no saga log): proof
     that the processes used the database they were given."""
     return asyncio.run(_count(url))
+
+
+async def _ledger_rows(url: str) -> dict[str, int]:
+    try:
+        conn = await asyncpg.connect(url, timeout=_TIMEOUT_S)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise BenchError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+    rows: dict[str, int] = {}
+    try:
+        for table in _LEDGER_TABLES:
+            try:
+                rows[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+            except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                rows[table] = 0
+    finally:
+        await conn.close()
+    return rows
+
+
+def ledger_rows(url: str) -> bool:
+    """Whether every service wrote into its schema of the database at `url`: proof that
+    the services used the database they were given, not their SQLite files."""
+    return all(n > 0 for n in asyncio.run(_ledger_rows(url)).values())
 
 
 async def _backends(url: str) -> set[int]:

@@ -27,10 +27,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
+from bench.cpu import StackCpu
 from bench.errors import BenchError
 from bench.loadgen import LoadChild, LoadResult, LoadSpec
-from bench.measure import CpuMeter, fetch_orders, wait_settled
-from bench.pg import DEFAULT_PG_URL, ServerCpu, count_sagas, fresh_database
+from bench.measure import fetch_orders, wait_settled
+from bench.pg import DEFAULT_PG_URL, count_sagas, fresh_database
 from bench.report import (
     fmt_ms,
     fmt_num,
@@ -163,16 +164,11 @@ def measure(
         ports = [stack.port]
         ports += [stack.add_gateway(f"gateway-{i}", **log_env) for i in range(2, gateways + 1)]
         stack.start_recovery(**log_env)
-        meter = CpuMeter(stack.processes())
-        server = ServerCpu(url) if url else None
+        meter = StackCpu(stack.processes(), url)
         meter.start()
-        if server:
-            server.start()
         loads = _drive(ports, settings, rep, wrk, root)
         settled = wait_settled(stack.url, SETTLE_S)
         meter.stop()
-        if server:  # the database's server works for the stack: charged like the others
-            meter.seconds["postgres"] = server.stop()
         ends = fetch_orders(stack.url)
         dead = [n for n, p in stack.processes().items() if n.startswith("gateway") and not p.alive]
     if dead:

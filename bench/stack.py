@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,15 @@ from bench.errors import StackError
 from saga.children import SERVICE_ADDR_VARS, Child, base_env, saga_argv
 from saga.probes import free_port, grpc_serving, http_ok, tcp_open
 
-__all__ = ["BenchStack"]
+__all__ = ["METRICS_ADDR_VARS", "BenchStack"]
+
+METRICS_ADDR_VARS: Final = {
+    "order": "ORDER_METRICS_ADDR",
+    "payment": "PAYMENT_METRICS_ADDR",
+    "inventory": "INVENTORY_METRICS_ADDR",
+}
+# services/common/observe.py's counter of RPCs answered, by service, method and code.
+_RPC_COUNTER: Final = "saga_service_rpc_total{"
 
 # Enough stock that no benchmark runs dry: every order is for one prod_1.
 SEED_STOCK: Final = "prod_1=1000000000,prod_2=10,prod_3=0"
@@ -58,6 +67,9 @@ class BenchStack:
             HTTP_ADDR=f"127.0.0.1:{self.port}",
             INVENTORY_SEED_STOCK=self.seed_stock,
             **{var: f"127.0.0.1:{free_port()}" for var in SERVICE_ADDR_VARS.values()},
+            # Each service's Prometheus endpoint on a known port: its RPC counter is how a
+            # benchmark counts the calls it answered (CPU per call).
+            **{var: f"127.0.0.1:{free_port()}" for var in METRICS_ADDR_VARS.values()},
         )
 
     @property
@@ -71,6 +83,26 @@ class BenchStack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def service_calls(self) -> dict[str, int]:
+        """RPCs each running service has answered so far (any method, any code), read
+        from its Prometheus endpoint; a service whose endpoint does not answer is left out."""
+        calls: dict[str, int] = {}
+        for name, var in METRICS_ADDR_VARS.items():
+            if name not in self.services:
+                continue
+            try:
+                url = f"http://{self.env[var]}/metrics"
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    text = resp.read().decode("utf-8")
+            except OSError:
+                continue
+            calls[name] = sum(
+                int(float(line.rsplit(" ", 1)[1]))
+                for line in text.splitlines()
+                if line.startswith(_RPC_COUNTER)
+            )
+        return calls
 
     def processes(self) -> dict[str, Child]:
         """Every process of the stack now running, by role."""

@@ -21,11 +21,12 @@ from bench.ceiling import HEADER as CEILING_HEADER
 from bench.cli import main as bench_main
 from bench.e2e import HEADER as E2E_HEADER
 from bench.e2e import Backend, Client, E2eSettings
-from bench.e2e_report import CPU_HEADER
+from bench.e2e_report import CPU_HEADER, OPEN_HEADER, SERVICE_HEADER
 from bench.loadgen import LoadResult, Sample
 from bench.orchestrators import find_restate
 from bench.peers import HEADER as PEERS_HEADER
 from bench.peers import Peer
+from bench.peers_kill import KILL_HEADER
 from bench.recovery import HEADER as RECOVERY_HEADER
 from bench.recovery import Kind
 from bench.scale import HEADER as SCALE_HEADER
@@ -76,7 +77,8 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
     markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
     assert markdown in output
     tables = _tables(markdown)
-    (header, separator, *rows), (cpu_header, _, *cpu_rows), (ceiling_header, _, *ceiling) = tables
+    (header, separator, *rows), (cpu_header, _, *cpu_rows), (svc_header, _, *svc) = tables[:3]
+    (open_header, _, open_row), (ceiling_header, _, *ceiling) = tables[3:5]
     assert tuple(header) == E2E_HEADER
     assert len(separator) == len(E2E_HEADER)
     clients = [c for c in Client if c is not Client.WRK or HAS_WRK]
@@ -96,6 +98,14 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
             assert _number(cells[name]) > 0, (name, row)
         durable = cells["saga log"] == Backend.DURABLE.value
         assert (cells["recovery"] != "—") == durable
+    # CPU per call of each service (on SQLite ledgers whatever the log), counted calls
+    assert tuple(svc_header) == SERVICE_HEADER
+    assert {(row[0], row[1], row[2]) for row in svc} == expected
+    for row in svc:
+        cells = dict(zip(svc_header, row, strict=True))
+        assert (
+            _number(cells["order calls/order"]) >= 2 and _number(cells["payment CPU µs/call"]) > 0
+        )
     # The ceiling: the order saga's four calls and the engine's own count of commits
     assert tuple(ceiling_header) == CEILING_HEADER
     (row,) = ceiling
@@ -105,23 +115,45 @@ def test_e2e_quick_writes_a_row_per_client_and_backend(tmp_path: Path) -> None:
     assert _number(cells["writes/saga"]) >= 2
     raw = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))
     runs = [r for r in raw["runs"] if "ceiling" not in r]
-    assert len(runs) == 2 * len(clients) and all(r["error"] is None for r in runs)
+    assert len(runs) == 2 * len(clients) + 1 and all(r["error"] is None for r in runs)
+    # The open loop: the durable stack at 80% of the best closed-loop rate of the rep
+    open_run = next(r for r in runs if r["rate"] is not None)
+    closed = max(
+        r["e2e_per_s"] for r in runs if r["rate"] is None and r["backend"] == open_run["backend"]
+    )
+    assert open_run["rate"] == pytest.approx(0.8 * closed)
+    assert tuple(open_header) == OPEN_HEADER
+    cells = dict(zip(open_header, open_row, strict=True))
+    assert cells["saga log"] == Backend.DURABLE.value
+    assert _number(cells["201s/s achieved"]) > 0 and _number(cells["201 p99 (ms)"]) > 0
+    assert "open loop at 80% of the sustainable rate" in markdown
     if HAS_WRK:
         assert "found on PATH" in markdown
 
 
 @needs_redis
 def test_e2e_on_postgresql_writes_into_its_own_database(tmp_path: Path) -> None:
-    args = ["e2e", "--quick", "--client", "loadgen", "--backend", "postgres", "--no-ceiling"]
-    _invoke(*args, "--no-chart", "--out", str(tmp_path))
+    args = ["e2e", "--quick", "--client", "loadgen", "--backend", "sqlite", "--backend"]
+    _invoke(
+        *args, "postgres", "--no-ceiling", "--no-open-loop", "--no-chart", "--out", str(tmp_path)
+    )
     markdown = (tmp_path / "e2e.md").read_text(encoding="utf-8")
-    (_, _, row), (cpu_header, _, cpu_row) = _tables(markdown)[:2]
-    assert (row[0], row[1]) == (Client.OWN.value, Backend.POSTGRES.value)
-    assert _number(row[5]) > 0  # end to end: the sagas were in the database (else failed)
+    (_, _, sqlite, pg), (cpu_header, _, _, cpu_row), (svc_header, _, *svc) = _tables(markdown)[:3]
+    assert (pg[0], pg[1]) == (Client.OWN.value, Backend.POSTGRES.value)
+    assert sqlite[1] == Backend.DURABLE.value
+    # end to end: the sagas were in the database and every ledger had rows (else failed)
+    assert _number(pg[5]) > 0
     cells = dict(zip(cpu_header, cpu_row, strict=True))
     assert _number(cells["postgres"]) > 0
-    (run,) = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))["runs"]
-    assert run["error"] is None and run["unsettled"] == 0
+    assert tuple(svc_header) == SERVICE_HEADER
+    assert [row[1] for row in svc] == [Backend.DURABLE.value, Backend.POSTGRES.value]
+    for row in svc:  # each service's calls counted, and its CPU per call, on both
+        per = dict(zip(svc_header, row, strict=True))
+        assert _number(per["order calls/order"]) >= 2  # create and confirm (or cancel)
+        assert _number(per["payment calls/order"]) >= 0.5
+        assert all(_number(per[f"{s} CPU µs/call"]) > 0 for s in ("order", "payment", "inventory"))
+    runs = json.loads((tmp_path / "e2e.json").read_text(encoding="utf-8"))["runs"]
+    assert all(r["error"] is None and r["unsettled"] == 0 for r in runs)
 
 
 def test_ceiling_quick_makes_the_sagas_calls_and_writes(tmp_path: Path) -> None:
@@ -165,7 +197,7 @@ def test_scale_quick_shares_one_postgresql_log_between_gateways(tmp_path: Path) 
 def test_peers_quick_runs_the_saga_on_each_and_every_order_ends(tmp_path: Path) -> None:
     output = _invoke("peers", "--quick", "--no-install", "--out", str(tmp_path))
     markdown = (tmp_path / "peers.md").read_text(encoding="utf-8")
-    ((header, _, *rows),) = _tables(markdown)
+    (header, _, *rows), (kill_header, _, *kills) = _tables(markdown)
     assert tuple(header) == PEERS_HEADER
     restate, _ = find_restate(None)  # on PATH, from the npm package, where installed
     expected = [p for p in Peer if p is not Peer.RESTATE or (restate and HAS_WRK)]
@@ -173,7 +205,7 @@ def test_peers_quick_runs_the_saga_on_each_and_every_order_ends(tmp_path: Path) 
     if Peer.RESTATE not in expected:
         assert "Restate is skipped" in output
     raw = json.loads((tmp_path / "peers.json").read_text(encoding="utf-8"))
-    by_peer = {r["peer"]: r for r in raw["runs"]}
+    by_peer = {r["peer"]: r for r in raw["runs"] if "kill" not in r}
     ends = {Peer.SAGA: "CONFIRMED", Peer.DBOS: "SUCCESS", Peer.RESTATE: "success"}
     for peer in expected:
         got = by_peer[peer.value]
@@ -182,6 +214,16 @@ def test_peers_quick_runs_the_saga_on_each_and_every_order_ends(tmp_path: Path) 
         # every order the peer recorded reached its end, and only the end it should
         assert got["ended"] == {ends[peer]: got["orders"]}
     assert _number(rows[1][6]) > 0  # DBOS's end-to-end rate over this stack's
+    # kill -9: each orchestrator killed mid-load and restarted; what the load saw acked
+    # is all there and ended, and no key got two orders
+    assert tuple(kill_header) == KILL_HEADER
+    killed = {k["kill"]["peer"]: k["kill"] for k in raw["runs"] if "kill" in k}
+    assert sorted(killed) == sorted(p.value for p in expected)
+    for got in killed.values():
+        assert got["error"] is None, got
+        assert got["acked"] > 0 and got["abandoned"] == 0
+        assert got["never_ended"] == got["answered_twice"] == got["extra_orders"] == 0
+    assert len(kills) == len(expected)
 
 
 def test_without_wrk_the_benchmark_says_so_in_one_line(
