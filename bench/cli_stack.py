@@ -19,6 +19,7 @@ __all__ = ["ceiling", "e2e", "peers", "scale"]
 _LOG_FLAGS: Final = {
     "SQLite log (FULL)": "sqlite",
     "PostgreSQL log + ledgers": "postgres",
+    "PostgreSQL log, SQLite ledgers": "postgres-log",
     "in-memory log": "memory",
 }
 
@@ -48,10 +49,11 @@ _LOG_FLAGS: Final = {
 @click.option(
     "--backend",
     "backends",
-    type=click.Choice(["sqlite", "postgres", "memory"]),
+    type=click.Choice(["sqlite", "postgres", "postgres-log", "memory"]),
     multiple=True,
     help="Saga logs to measure; repeat for several (default sqlite and memory); postgres "
-    "puts the services' ledgers in the same fresh database too (a schema each).",
+    "puts the services' ledgers in the same fresh database too (a schema each), "
+    "postgres-log only the saga log.",
 )
 @click.option(
     "--pg-url",
@@ -101,7 +103,12 @@ def e2e(
     from bench.e2e import Backend, Client, E2eSettings, run
 
     names = {"wrk": Client.WRK, "loadgen": Client.OWN}
-    logs = {"sqlite": Backend.DURABLE, "postgres": Backend.POSTGRES, "memory": Backend.MEMORY}
+    logs = {
+        "sqlite": Backend.DURABLE,
+        "postgres": Backend.POSTGRES,
+        "postgres-log": Backend.PG_LOG,
+        "memory": Backend.MEMORY,
+    }
 
     settings = E2eSettings.quick() if quick else E2eSettings()
     settings = replace(

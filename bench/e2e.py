@@ -207,8 +207,10 @@ def measure(
     run = Run(client, backend, concurrency, rep, settings.duration_s, rate=rate)
     memory = backend is Backend.MEMORY
     log_env = {"SAGA_DATABASE_URL": database_url} if database_url else {}
-    # On PostgreSQL the services' ledgers go there too: one database, a schema each.
-    ledger_env = dict.fromkeys(LEDGER_URL_VARS, database_url) if database_url else {}
+    # With Backend.POSTGRES the services' ledgers go there too: one database, a schema each.
+    ledger_env: dict[str, str] = {}
+    if database_url is not None and backend is Backend.POSTGRES:
+        ledger_env = dict.fromkeys(LEDGER_URL_VARS, database_url)
     with BenchStack(root, redis=settings.redis) as stack:
         stack.env.update(ledger_env)
         stack.start_services()
@@ -276,7 +278,7 @@ def _measure(
                 tempfile.TemporaryDirectory(prefix="saga-e2e-", dir=settings.data_dir)
             )
             url = None
-            if backend is Backend.POSTGRES:
+            if backend.on_postgres:
                 url = resources.enter_context(fresh_database(settings.pg_url))
             return measure(
                 client,
