@@ -80,24 +80,11 @@ async def transaction(
     before its WAL is flushed: only for writes whose loss in a server crash is harmless
     (never an epoch bump, never anything acknowledged to a client). `outage` hears whether
     the database answered (engine/pg/outage.py)."""
-    try:
-        result: T = await _with_retries(
-            retry or Retry(), lambda: _attempt(pool, unit, where, synchronous_commit)
-        )
-    except _CommitFailed as exc:
-        raise _translated(exc.error, where, outage) from exc.error
-    except CommitOutcomeUnknown as exc:
-        if outage is not None:
-            outage.failed(exc.message)
-        raise
-    except Exception as exc:
-        translated = _translated(exc, where, outage)
-        if translated is exc:
-            raise
-        raise translated from exc
-    if outage is not None and outage.down:
-        outage.answered()
-    return result
+    return await _reported(
+        _with_retries(retry or Retry(), lambda: _attempt(pool, unit, where, synchronous_commit)),
+        where,
+        outage,
+    )
 
 
 async def statement(
@@ -129,20 +116,7 @@ async def statement(
                     raise unknown from exc
                 raise
 
-    try:
-        result: T = await _with_retries(retry or Retry(), once)
-    except CommitOutcomeUnknown as exc:
-        if outage is not None:
-            outage.failed(exc.message)
-        raise
-    except Exception as exc:
-        translated = _translated(exc, where, outage)
-        if translated is exc:
-            raise
-        raise translated from exc
-    if outage is not None and outage.down:
-        outage.answered()
-    return result
+    return await _reported(_with_retries(retry or Retry(), once), where, outage)
 
 
 async def read(
@@ -161,8 +135,20 @@ async def read(
         async with pool.acquire() as conn:
             return await query(conn)
 
+    return await _reported(_with_retries(retry or Retry(), once), where, outage)
+
+
+async def _reported(attempts: Awaitable[T], where: str, outage: Outage | None) -> T:
+    """What `attempts` (a unit and its retries) came to, as the engine's errors, with the
+    outage tracker told whether the database answered."""
     try:
-        result: T = await _with_retries(retry or Retry(), once)
+        result = await attempts
+    except _CommitFailed as exc:
+        raise _translated(exc.error, where, outage) from exc.error
+    except CommitOutcomeUnknown as exc:
+        if outage is not None:
+            outage.failed(exc.message)
+        raise
     except Exception as exc:
         translated = _translated(exc, where, outage)
         if translated is exc:
