@@ -67,6 +67,9 @@ async def test_a_log_locked_past_its_busy_timeout_is_503(
     settings = replace(settings, drive=replace(settings.drive, log=log))
     async with running(settings, policy=FAST) as api:
         other = apsw.Connection(str(settings.drive.log.path))  # another process's lock, in effect
+        # The gateway writes on its own (claims, lease renewals): wait for its transaction
+        # to end, then hold the lock.
+        other.set_busy_timeout(10_000)
         other.execute("BEGIN EXCLUSIVE")
         try:
             await assert_refused_unwritten(api, key="locked")
