@@ -26,14 +26,13 @@ from grpc import aio
 
 from bench.cpu import StackCpu, per_order_ms
 from bench.loadgen import LoadChild, LoadSpec
-from bench.measure import fetch_orders, tree_cpu_seconds, wait_settled
+from bench.measure import SETTLE_S, fetch_orders, tree_cpu_seconds, wait_settled
 from bench.report import fmt_num, machine, markdown_table, median, write_outputs
 from bench.stack import BenchStack
 from proto.payment.v1 import payment_pb2, payment_pb2_grpc
 
 __all__ = ["CostReport", "CostSettings", "run"]
 
-SETTLE_S = 120.0
 ROLES = ("gateway", "order", "payment", "inventory", "recovery", "redis")
 
 

@@ -57,7 +57,7 @@ from bench.e2e_report import (
 )
 from bench.errors import BenchError
 from bench.loadgen import CONNECT_ERROR, TIMEOUT, LoadChild, LoadResult, LoadSpec, Sample
-from bench.measure import CpuMeter, OrderEnd, fetch_orders, wait_settled
+from bench.measure import SETTLE_S, CpuMeter, OrderEnd, fetch_orders, wait_settled
 from bench.pg import (
     DEFAULT_PG_URL,
     LEDGER_URL_VARS,
@@ -79,8 +79,6 @@ __all__ = [
     "measure",
     "run",
 ]
-
-SETTLE_S: Final = 120.0  # how long sagas may take to finish after the load
 
 
 @dataclass(frozen=True, slots=True)

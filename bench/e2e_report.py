@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 from bench import ceiling as ceiling_bench
 from bench.ceiling import CeilingRun
+from bench.measure import SERVICES
 from bench.report import (
     DASH,
     Series,
@@ -63,8 +64,6 @@ PROCESSES: Final = (
     "redis",
     "postgres",
 )
-
-SERVICES: Final = ("order", "payment", "inventory")
 
 
 class Backend(StrEnum):

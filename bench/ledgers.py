@@ -26,6 +26,7 @@ from typing import Final
 import asyncpg
 import grpc.aio
 
+from bench.measure import SERVICES
 from proto.inventory.v1 import inventory_pb2 as inv
 from proto.inventory.v1 import inventory_pb2_grpc as inv_grpc
 from proto.order.v1 import order_pb2 as orders
@@ -35,7 +36,6 @@ from proto.payment.v1 import payment_pb2_grpc as pay_grpc
 from saga.children import SERVICE_ADDR_VARS, Child, base_env
 from saga.probes import free_port, grpc_serving
 
-SERVICES: Final = ("order", "payment", "inventory")
 EPOCH: Final = (("x-saga-epoch", "1"),)
 WARM_UP: Final = 200
 IDLE_S: Final = 3.0

@@ -24,6 +24,8 @@ from bench.report import fmt_num
 from saga.children import CLOCK_TICKS, Child
 
 __all__ = [
+    "SERVICES",
+    "SETTLE_S",
     "CpuMeter",
     "OrderEnd",
     "fetch_orders",
@@ -34,6 +36,8 @@ __all__ = [
 ]
 
 PAGE: Final = 100
+SERVICES: Final = ("order", "payment", "inventory")
+SETTLE_S: Final = 120.0  # how long sagas may take to finish after the load
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from typing import Final
 from bench import dbos_baseline
 from bench.errors import BenchError
 from bench.loadgen import LoadChild, LoadSpec
-from bench.measure import CpuMeter
+from bench.measure import SERVICES, SETTLE_S, CpuMeter
 from bench.orchestrators import Orchestrator, find_restate, start_dbos, start_restate, start_saga
 from bench.peers_kill import KillRun, kill_table, measure_kill
 from bench.report import (
@@ -50,9 +50,6 @@ from bench.stack import BenchStack
 from bench.wrk import WrkSpec, find_wrk, run_wrk
 
 __all__ = ["HEADER", "Peer", "PeerRun", "PeersReport", "PeersSettings", "run"]
-
-SETTLE_S: Final = 120.0
-SERVICES: Final = ("order", "payment", "inventory")
 
 
 class Peer(StrEnum):

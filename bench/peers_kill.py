@@ -20,13 +20,12 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from bench.errors import BenchError
+from bench.measure import SETTLE_S
 from bench.orchestrators import Orchestrator
 from bench.report import markdown_table
 from bench.retry_load import Acked, RetryLoad, post_once
 
 __all__ = ["KILL_HEADER", "KillRun", "kill_table", "measure_kill"]
-
-SETTLE_S: Final = 120.0
 
 
 @dataclass(frozen=True, slots=True)

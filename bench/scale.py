@@ -30,7 +30,7 @@ from typing import Final
 from bench.cpu import StackCpu
 from bench.errors import BenchError
 from bench.loadgen import LoadChild, LoadResult, LoadSpec
-from bench.measure import fetch_orders, wait_settled
+from bench.measure import SERVICES, SETTLE_S, fetch_orders, wait_settled
 from bench.pg import DEFAULT_PG_URL, count_sagas, fresh_database
 from bench.report import (
     fmt_ms,
@@ -46,9 +46,6 @@ from bench.stack import BenchStack
 from bench.wrk import WrkFound, WrkSpec, find_wrk, run_wrk
 
 __all__ = ["HEADER", "ScaleBackend", "ScaleReport", "ScaleRun", "ScaleSettings", "run"]
-
-SETTLE_S: Final = 120.0
-SERVICES: Final = ("order", "payment", "inventory")
 
 
 class ScaleBackend(StrEnum):
