@@ -6,6 +6,11 @@ A saga keeps one trace for its whole life. The trace id is stored in the saga lo
 the saga is created (from the request that created it) and with every transition. A
 runner that resumes the saga later, in another process after a crash, parents its spans
 on that stored trace id, so one trace id finds the whole story, recovery included.
+
+When no span leaves the process (`light`, engine.telemetry.exports), an attempt's span is
+made here, non-recording, with the ids the SDK would have given it (the saga's trace, a
+fresh span id): the SDK's road (sampler, attribute dict, its context manager) cost ~10%
+of the gateway's CPU for spans nobody keeps (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from collections.abc import Iterator
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 from engine.core import SagaStatus
 from engine.hooks import Hooks
 from engine.saga_log import SagaRecord
 
 __all__ = ["TracingHooks", "current_trace_id"]
+
+_IDS = RandomIdGenerator()
 
 
 def current_trace_id() -> str | None:
@@ -51,10 +59,30 @@ def _saga_parent(record: SagaRecord) -> otel_context.Context | None:
     return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
+def _saga_trace_id(record: SagaRecord) -> int:
+    """The trace an attempt's span belongs to: the saga's stored one, else the live
+    one (the creating request's), else a new one, as the SDK would choose."""
+    current = trace.get_current_span().get_span_context()
+    if record.trace_id is not None:
+        try:
+            stored = int(record.trace_id, 16)
+        except ValueError:
+            stored = None  # unreadable: as though none was stored
+        if stored is not None:
+            return stored or _IDS.generate_trace_id()  # all zeros is no trace: a new one
+    return current.trace_id if current.is_valid else _IDS.generate_trace_id()
+
+
 class TracingHooks:
-    def __init__(self, inner: Hooks, tracer: trace.Tracer | None = None) -> None:
+    """`light`: no span leaves the process, so attempts get their non-recording spans
+    from `attempt` itself (see the module)."""
+
+    def __init__(
+        self, inner: Hooks, tracer: trace.Tracer | None = None, *, light: bool = False
+    ) -> None:
         self._inner = inner
         self._tracer = tracer or trace.get_tracer("saga.engine")
+        self._light = light
 
     def saga_started(self, definition: str) -> None:
         self._inner.saga_started(definition)
@@ -66,6 +94,16 @@ class TracingHooks:
     def attempt(
         self, record: SagaRecord, step: str, compensation: bool, attempt: int
     ) -> Iterator[str | None]:
+        if self._light:
+            trace_id = _saga_trace_id(record)
+            light = NonRecordingSpan(SpanContext(trace_id, _IDS.generate_span_id(), False))
+            token = otel_context.attach(trace.set_span_in_context(light))
+            try:
+                with self._inner.attempt(record, step, compensation, attempt):
+                    yield f"{trace_id:032x}"
+            finally:
+                otel_context.detach(token)
+            return
         kind = "compensate" if compensation else "step"
         with (
             self._tracer.start_as_current_span(

@@ -21,6 +21,7 @@ from engine.log_settings import SagaLogSettings, open_saga_log, open_saga_log_pa
 from engine.metrics import SagaMetrics
 from engine.runner import Runner, RunnerSettings, new_owner_id
 from engine.saga_log import SagaLog
+from engine.telemetry import exports
 from engine.tracing import TracingHooks
 from orders.participants import Participants, ServiceAddresses
 from orders.saga import OrderSagaPolicy, order_saga
@@ -109,7 +110,8 @@ async def order_runtime(
             stack.push_async_callback(parts.close)
         definition = order_saga(parts, policy or settings.policy)
         metrics.declare(definition.name)
-        tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("saga.engine")
+        provider = tracer_provider or trace.get_tracer_provider()
+        tracer = provider.get_tracer("saga.engine")
         runner = Runner(
             saga_log,
             [definition],
@@ -122,7 +124,7 @@ async def order_runtime(
                 max_queue=max_queue,
             ),
             clock=clock,
-            hooks=TracingHooks(metrics, tracer),
+            hooks=TracingHooks(metrics, tracer, light=not exports(provider)),
             crash=crash,
         )
         await runner.start()
