@@ -7,6 +7,7 @@ status is derived from the saga's.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -72,14 +73,22 @@ class OrderRequest:
 
     @classmethod
     def from_payload(cls, payload: bytes) -> OrderRequest:
-        doc = json.loads(payload)
-        return cls(
-            customer_id=str(doc["customer_id"]),
-            items=tuple(
-                Item(str(i["product_id"]), int(i["quantity"]), int(i["unit_price_cents"]))
-                for i in doc["items"]
-            ),
-        )
+        return _decoded(payload)
+
+
+# A saga's payload is read by each of its steps and again for its answers: the same bytes
+# object each time, whose hash CPython keeps, so a hit costs a lookup, not a parse. The
+# value is frozen, so sharing it is safe; orders alike share one entry.
+@functools.lru_cache(maxsize=4096)
+def _decoded(payload: bytes) -> OrderRequest:
+    doc = json.loads(payload)
+    return OrderRequest(
+        customer_id=str(doc["customer_id"]),
+        items=tuple(
+            Item(str(i["product_id"]), int(i["quantity"]), int(i["unit_price_cents"]))
+            for i in doc["items"]
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
