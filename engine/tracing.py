@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
+from contextvars import Token
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -28,7 +29,7 @@ from engine.core import SagaStatus
 from engine.hooks import Hooks
 from engine.saga_log import SagaRecord
 
-__all__ = ["TracingHooks", "current_trace_id"]
+__all__ = ["LightSpan", "TracingHooks", "current_trace_id", "trace_id_of"]
 
 _IDS = RandomIdGenerator()
 
@@ -59,18 +60,46 @@ def _saga_parent(record: SagaRecord) -> otel_context.Context | None:
     return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
-def _saga_trace_id(record: SagaRecord) -> int:
-    """The trace an attempt's span belongs to: the saga's stored one, else the live
-    one (the creating request's), else a new one, as the SDK would choose."""
-    current = trace.get_current_span().get_span_context()
+class LightSpan:
+    """A non-recording span, current while the `with` block runs: the ids the SDK's
+    non-recording span would have (trace `trace_id`, a new trace when None; a fresh
+    span id), without the SDK's sampler, attributes and generator context manager. What
+    every boundary opens when no span leaves the process (engine.telemetry.exports)."""
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, trace_id: int | None) -> None:
+        self._context = SpanContext(
+            trace_id or _IDS.generate_trace_id(), _IDS.generate_span_id(), is_remote=False
+        )
+        self._token: Token[otel_context.Context] | None = None
+
+    def __enter__(self) -> SpanContext:
+        span = NonRecordingSpan(self._context)
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return self._context
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._token is not None, "exited a LightSpan never entered"
+        otel_context.detach(self._token)
+
+
+def trace_id_of(context: otel_context.Context | None) -> int | None:
+    """The trace `context`'s span belongs to (the current one when None); None when it
+    has no valid span."""
+    found = trace.get_current_span(context).get_span_context()
+    return found.trace_id if found.is_valid else None
+
+
+def _saga_trace_id(record: SagaRecord) -> int | None:
+    """The trace an attempt's span belongs to, as the SDK would choose: the saga's
+    stored one, else the live one (the creating request's), else (None) a new one."""
     if record.trace_id is not None:
         try:
-            stored = int(record.trace_id, 16)
+            return int(record.trace_id, 16) or None  # all zeros is no trace: a new one
         except ValueError:
-            stored = None  # unreadable: as though none was stored
-        if stored is not None:
-            return stored or _IDS.generate_trace_id()  # all zeros is no trace: a new one
-    return current.trace_id if current.is_valid else _IDS.generate_trace_id()
+            pass  # unreadable: as though none was stored
+    return trace_id_of(None)
 
 
 class TracingHooks:
@@ -95,14 +124,11 @@ class TracingHooks:
         self, record: SagaRecord, step: str, compensation: bool, attempt: int
     ) -> Iterator[str | None]:
         if self._light:
-            trace_id = _saga_trace_id(record)
-            light = NonRecordingSpan(SpanContext(trace_id, _IDS.generate_span_id(), False))
-            token = otel_context.attach(trace.set_span_in_context(light))
-            try:
-                with self._inner.attempt(record, step, compensation, attempt):
-                    yield f"{trace_id:032x}"
-            finally:
-                otel_context.detach(token)
+            with (
+                LightSpan(_saga_trace_id(record)) as light,
+                self._inner.attempt(record, step, compensation, attempt),
+            ):
+                yield f"{light.trace_id:032x}"
             return
         kind = "compensate" if compensation else "step"
         with (

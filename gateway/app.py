@@ -202,12 +202,11 @@ def create_app(
         )
         inner = app.build_middleware_stack
     else:  # nothing leaves the process: the same span, non-recording, at ~no cost
-        tracer = provider.get_tracer(__name__)
         untraced = re.compile("|".join(_UNTRACED.split(",")))
         stack = app.build_middleware_stack
 
         def inner() -> ASGIApp:
-            return RequestSpan(stack(), tracer=tracer, untraced=untraced)
+            return RequestSpan(stack(), untraced=untraced)
 
     # Around the instrumentation itself, as the instrumentation wraps the stack (see
     # HeaderGuard): a header it cannot decode must be a 400, never its exception.

@@ -17,9 +17,9 @@ import warnings
 from typing import Final
 
 from opentelemetry import propagate
-from opentelemetry.trace import SpanKind, Tracer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.tracing import LightSpan, trace_id_of
 from gateway.errors import ApiError, error_response
 from gateway.metrics import GatewayMetrics
 
@@ -137,9 +137,8 @@ class RequestSpan:
     for spans nobody keeps: ~8% of the gateway's CPU (docs/benchmarks.md). `untraced`:
     paths that get no span, as the instrumentation's `excluded_urls`."""
 
-    def __init__(self, app: ASGIApp, *, tracer: Tracer, untraced: re.Pattern[str]) -> None:
+    def __init__(self, app: ASGIApp, *, untraced: re.Pattern[str]) -> None:
         self.app = app
-        self.tracer = tracer
         self.untraced = untraced
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,6 +150,5 @@ class RequestSpan:
             for name, value in scope["headers"]
             if name in _CONTEXT_HEADERS
         }
-        parent = propagate.extract(carrier) if carrier else None
-        with self.tracer.start_as_current_span(scope["method"], parent, SpanKind.SERVER):
+        with LightSpan(trace_id_of(propagate.extract(carrier)) if carrier else None):
             await self.app(scope, receive, send)

@@ -6,8 +6,8 @@ The span: when spans are exported, OpenTelemetry's own gRPC server interceptor m
 with its attributes and status. When nothing is exported (the tracer samples nothing),
 that interceptor costs ~0.15 ms of CPU per call for a span nobody keeps, about a third of
 a service's whole call; the metrics interceptor then opens the non-recording span itself
-from the extracted context, which is all the logs need (the caller's `trace_id`, a
-`span_id` of the call). docs/benchmarks.md has the measurement.
+(engine.tracing.LightSpan) in the caller's trace, which is all the logs need (the
+caller's `trace_id`, a `span_id` of the call). docs/benchmarks.md has the measurement.
 
 The order an RPC is about (its `order_id`, or `id` for the Order service) is the saga's
 id: it is stamped on the server span (`saga.id`) and on every log line written while the
@@ -26,7 +26,7 @@ import grpc
 import grpc.aio
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-from opentelemetry.trace import SpanKind, Tracer, TracerProvider
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from engine.config import Address, format_addr
@@ -34,6 +34,7 @@ from engine.errors import ListenError
 from engine.labels import Children
 from engine.logging_setup import SAGA_ID
 from engine.telemetry import exports
+from engine.tracing import LightSpan, trace_id_of
 
 __all__ = ["MetricsEndpoint", "RpcMetrics", "interceptors"]
 
@@ -52,14 +53,12 @@ _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 class RpcMetrics(_Interceptor):
-    """Counts and times every RPC; with a `tracer`, also opens its server span (see the
-    module's docstring: only when that tracer samples nothing)."""
+    """Counts and times every RPC; `light`, also opens its server span (see the module's
+    docstring: only when no span is exported)."""
 
-    def __init__(
-        self, service: str, registry: CollectorRegistry, *, tracer: Tracer | None = None
-    ) -> None:
+    def __init__(self, service: str, registry: CollectorRegistry, *, light: bool = False) -> None:
         self._service = service
-        self._tracer = tracer
+        self._light = light
         # The wrapped handler of each method, made on its first call: grpc hands back the
         # same registered handler every time, so wrapping it once per call is waste.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -102,7 +101,7 @@ class RpcMetrics(_Interceptor):
         calls = Children(self.calls)
         timer = self.seconds.labels(self._service, method)  # resolved once, not per call
         service = self._service
-        tracer = None if full.startswith(_HEALTH_PREFIX) else self._tracer
+        light = self._light and not full.startswith(_HEALTH_PREFIX)
 
         # grpc hands the handler untyped request and context objects (its stubs model the
         # synchronous server's context here).
@@ -112,14 +111,13 @@ class RpcMetrics(_Interceptor):
             saga_id = _saga_id(request)
             token = SAGA_ID.set(saga_id)
             try:
-                if tracer is None:
+                if light:
+                    with LightSpan(trace_id_of(propagate.extract(_carrier(context)))):
+                        response = await behavior(request, context)
+                else:
                     if saga_id is not None:
                         trace.get_current_span().set_attribute("saga.id", saga_id)
                     response = await behavior(request, context)
-                else:
-                    parent = propagate.extract(_carrier(context))
-                    with tracer.start_as_current_span(full, parent, SpanKind.SERVER):
-                        response = await behavior(request, context)
                 code = _code_name(context) or "OK"
                 return response
             except BaseException:
@@ -171,7 +169,7 @@ def interceptors(
     `tracer_provider`: the process's global one when None."""
     provider = tracer_provider or trace.get_tracer_provider()
     if not exports(provider):  # the light span (see the module's docstring)
-        return [RpcMetrics(service, registry, tracer=provider.get_tracer(__name__))]
+        return [RpcMetrics(service, registry, light=True)]
     tracing: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
         tracer_provider=tracer_provider,
         filter_=filters.negate(filters.health_check()),
