@@ -340,3 +340,48 @@ def cost(
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
     report = run(settings, progress)
     echo_report(report.markdown, report.files)
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="1,000 calls at 16 in flight, one pool size, one rep.")
+@click.option("--reps", type=click.IntRange(1), help="Repetitions (default 3).")
+@click.option("-c", "--concurrency", type=click.IntRange(1), help="Calls in flight (default 64).")
+@click.option("--calls", type=click.IntRange(1), help="Calls per server (default 10,000).")
+@click.option(
+    "--sync-workers",
+    type=click.IntRange(1),
+    multiple=True,
+    help="Thread pool sizes of the synchronous no-op server; repeat for several, the "
+    "best is its row (default 4 16).",
+)
+@out_option("floor")
+@data_dir_option
+@click.pass_context
+def floor(
+    ctx: click.Context,
+    quick: bool,
+    reps: int | None,
+    concurrency: int | None,
+    calls: int | None,
+    sync_workers: tuple[int, ...],
+    out: Path,
+    data_dir: Path | None,
+) -> None:
+    """Server CPU per gRPC call: no-op grpc.aio and sync servers vs the payment service."""
+    from bench.floor import FloorSettings, run
+
+    settings = FloorSettings.quick() if quick else FloorSettings()
+    settings = replace(
+        settings,
+        reps=reps or settings.reps,
+        concurrency=concurrency or settings.concurrency,
+        calls=calls or settings.calls,
+        sync_workers=sync_workers or settings.sync_workers,
+        out=out,
+        data_dir=data_dir,
+    )
+    flags = [f"--reps {settings.reps}", f"-c {settings.concurrency}", f"--calls {settings.calls}"]
+    flags += [f"--sync-workers {w}" for w in settings.sync_workers]
+    settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
+    report = run(settings, progress)
+    echo_report(report.markdown, report.files)

@@ -31,7 +31,7 @@ from bench.report import fmt_num, machine, markdown_table, median, write_outputs
 from bench.stack import BenchStack
 from proto.payment.v1 import payment_pb2, payment_pb2_grpc
 
-__all__ = ["CostReport", "CostSettings", "run"]
+__all__ = ["CostReport", "CostSettings", "charges", "run"]
 
 ROLES = ("gateway", "order", "payment", "inventory", "recovery", "redis")
 
@@ -85,7 +85,9 @@ def _stack(settings: CostSettings, root: Path, rep: _Rep) -> None:
         rep.ms_per_order = per_order_ms(seconds, rep.orders)
 
 
-async def _charges(addr: str, calls: int, concurrency: int) -> None:
+async def charges(addr: str, calls: int, concurrency: int) -> None:
+    """`calls` Payment.Charge calls to `addr` from `concurrency` coroutines on one channel,
+    each for a new order (bench floor drives its servers with it too)."""
     async with aio.insecure_channel(addr) as channel:
         stub = payment_pb2_grpc.PaymentStub(channel)
         todo = iter(range(calls))
@@ -104,9 +106,9 @@ def _service(settings: CostSettings, root: Path, rep: _Rep) -> None:
     with BenchStack(root, redis=False) as stack:
         stack.start_services()
         payment, addr = stack.services["payment"], stack.env["PAYMENT_SERVICE_ADDR"]
-        asyncio.run(_charges(addr, min(300, settings.calls), settings.concurrency))  # warm
+        asyncio.run(charges(addr, min(300, settings.calls), settings.concurrency))  # warm
         before = tree_cpu_seconds(payment.pid)
-        asyncio.run(_charges(addr, settings.calls, settings.concurrency))
+        asyncio.run(charges(addr, settings.calls, settings.concurrency))
         rep.us_per_call = 1e6 * (tree_cpu_seconds(payment.pid) - before) / settings.calls
 
 

@@ -27,11 +27,13 @@ __all__ = [
     "SERVICES",
     "SETTLE_S",
     "CpuMeter",
+    "CpuTimes",
     "OrderEnd",
     "fetch_orders",
     "fmt_cpu",
     "process_cpu_seconds",
     "tree_cpu_seconds",
+    "tree_cpu_times",
     "wait_settled",
 ]
 
@@ -88,43 +90,68 @@ def fetch_orders(base_url: str) -> dict[str, OrderEnd]:
         cursor = str(nxt)
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, user + system CPU seconds) of a live process; None once it is gone."""
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """CPU seconds in user mode and in the kernel (utime and stime of /proc/PID/stat): a
+    server whose time goes to the kernel spends it on sockets and wake-ups, not Python."""
+
+    user: float
+    system: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.user - other.user, self.system - other.system)
+
+
+_GONE: Final = CpuTimes(float("nan"), float("nan"))
+
+
+def _stat(pid: int) -> tuple[int, CpuTimes] | None:
+    """(parent pid, CPU times) of a live process; None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[1]), CpuTimes(int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS)
 
 
 def process_cpu_seconds(pid: int) -> float:
     """CPU seconds `pid` alone has used so far; nan once it is gone."""
     got = _stat(pid)
-    return float("nan") if got is None else got[1]
+    return float("nan") if got is None else got[1].total
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds used so far by `pid` and every live process under it: a gateway that
+def tree_cpu_times(pid: int) -> CpuTimes:
+    """CPU times used so far by `pid` and every live process under it: a gateway that
     runs worker processes is charged for its workers. nan once `pid` is gone."""
     parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
+    cpu: dict[int, CpuTimes] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             got = _stat(int(entry.name))
             if got is not None:
                 parents[int(entry.name)], cpu[int(entry.name)] = got
     if pid not in cpu:
-        return float("nan")
+        return _GONE
     children: dict[int, list[int]] = {}
     for child, parent in parents.items():
         children.setdefault(parent, []).append(child)
-    total, todo = 0.0, [pid]
+    user, system, todo = 0.0, 0.0, [pid]
     while todo:
         p = todo.pop()
-        total += cpu.get(p, 0.0)
+        if p in cpu:
+            user, system = user + cpu[p].user, system + cpu[p].system
         todo.extend(children.get(p, ()))
-    return total
+    return CpuTimes(user, system)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and the processes under it (tree_cpu_times)."""
+    return tree_cpu_times(pid).total
 
 
 class CpuMeter:

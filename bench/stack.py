@@ -141,6 +141,14 @@ class BenchStack:
         for name, var in SERVICE_ADDR_VARS.items():
             self.services[name].wait_ready(functools.partial(grpc_serving, self.env[var]))
 
+    def start_service(self, name: str) -> Child:
+        """One service alone (`order`, `payment` or `inventory`), on its own ledger; its
+        address is `env[SERVICE_ADDR_VARS[name]]`."""
+        self.services[name] = self._saga(name, ["service", name], self.env)
+        addr = self.env[SERVICE_ADDR_VARS[name]]
+        self.services[name].wait_ready(functools.partial(grpc_serving, addr))
+        return self.services[name]
+
     def start_gateway(self, *, memory: bool = False, **extra: str) -> Child:
         if self.redis and "REDIS_URL" not in self.env:
             self.start_redis()
