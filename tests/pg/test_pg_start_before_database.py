@@ -104,6 +104,13 @@ def test_gateway_and_daemon_started_before_the_database(tmp_path: Path) -> None:
                 # The crash point may cut the answer off: either way the saga is durable.
                 assert with_crash.status_code in (201, 503) or not gateway.running
             wait_for(lambda: not gateway.running, within_s=30, what="crash point not reached")
+            with stack.shared_log() as log:
+                # No gateway runs now: only the daemon can finish the saga it died on.
+                def crashed_finished() -> bool:
+                    page = log.list_sagas_sync(SagaFilter(), limit=10)
+                    return len(page.items) == 1 and page.items[0].status.finished
+
+                wait_for(crashed_finished, within_s=60, what="the daemon never finished it")
             # A gateway started again (no crash point) takes new orders at once.
             stack.start_gateway()
             with httpx.Client(base_url=stack.url, timeout=30) as client:
