@@ -4,6 +4,7 @@ skewed clock) cannot take a live lease; an expired one it can."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -32,7 +33,14 @@ async def _server_ms(log: PgSagaLog, pg_url: str) -> int:
     return int(value)
 
 
-async def test_the_log_clock_reads_the_server_timeline(log: PgSagaLog, pg_url: str) -> None:
+async def test_the_log_clock_reads_the_server_timeline(
+    log: PgSagaLog, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This host's wall clock an hour ahead: on one machine the server's timeline and ours
+    # are the same, so only a skew tells a reading of the server from a reading of ours.
+    real_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_ns() + HOUR_MS * 1_000_000)
+    monkeypatch.setattr(time, "time", lambda: time.time_ns() / 1e9)
     before = log.clock.now_ms()
     server = await _server_ms(log, pg_url)
     after = log.clock.now_ms()

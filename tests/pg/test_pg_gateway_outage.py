@@ -33,6 +33,7 @@ def test_a_post_while_the_database_is_down_is_503_then_works(tmp_path: Path) -> 
                 pg.start()
                 again = client.post("/orders", json=BODY, headers={"Idempotency-Key": "b"})
                 assert again.status_code == 201, again.text
+                assert "Idempotent-Replayed" not in again.headers, "the 503 created nothing"
                 for order in (first.json()["id"], again.json()["id"]):
                     assert wait_terminal(client, order, within_s=60)["status"] == "CONFIRMED"
             assert stack.gateway is not None and stack.gateway.running

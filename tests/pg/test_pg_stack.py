@@ -144,6 +144,7 @@ def test_two_gateways_and_a_daemon_share_one_log(stack: Stack, pg_url: str) -> N
 
     listed = run_saga("ls", "--status", "RUNNING", env=stack.env)
     assert listed.code == 0, listed
+    assert listed.out.strip() == "no sagas match", listed.out  # every saga above ended
     shown = run_saga("show", ids[0], env=stack.env)
     assert shown.code == 0, shown
     assert ids[0] in shown.out

@@ -154,8 +154,10 @@ async def test_connection_lost_during_commit_is_an_unknown_outcome(pool: asyncpg
 
 async def test_a_lone_statement_cut_off_is_an_unknown_outcome(pool: asyncpg.Pool) -> None:
     """`statement` sends no COMMIT: the statement commits by itself, so a session that ends
-    while it runs may have committed it. Here it did: the row is there, and the caller
-    heard "unknown", not "nothing happened", and nothing was run twice."""
+    while it runs may have committed it. Here it did not (the session ends inside the
+    statement, before its commit), which the caller cannot tell: it heard "unknown", not
+    "nothing happened", and nothing was run again. (A commit that lands and whose answer
+    is lost: tests/services/test_pg_unknown_outcome.py, through a proxy.)"""
     await pool.execute(
         """
         CREATE FUNCTION die_after() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -176,6 +178,7 @@ async def test_a_lone_statement_cut_off_is_an_unknown_outcome(pool: asyncpg.Pool
     with pytest.raises(CommitOutcomeUnknown):
         await statement(pool, unit, where=WHERE)
     assert attempts == 1
+    assert await _rows(pool) == []  # the session ended before the statement committed
 
 
 @pytest.mark.parametrize("sqlstate", ["40001", "40P01"])

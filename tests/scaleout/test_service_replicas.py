@@ -79,6 +79,7 @@ def test_a_hosts_replicas_die_under_load_and_the_others_carry_on(
     stack.recovery()
     stack.start_gateway()
     on = {h.label: [r for r in stack.replicas if r.on is h] for h in hosts}
+    assert all(len(on[h.label]) == 3 for h in hosts), on  # a replica of each, on each host
     before: dict[str, float] = {}
     orders = 150
 

@@ -161,6 +161,7 @@ async def test_every_stock_answer_is_one_snapshot_while_reserves_go_on(tmp_path:
         views = 0
         while not task.done():
             view = await stub.GetStock(inv.GetStockRequest())
+            assert set(view.initial) == {"prod_1", "prod_2"}, view  # the loop checks both
             for product, initial in view.initial.items():
                 assert initial == view.available[product] + view.reserved[product], product
                 assert view.available[product] >= 0

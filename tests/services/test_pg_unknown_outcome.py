@@ -63,7 +63,10 @@ async def test_a_charge_whose_commit_answer_is_lost_is_unknown_then_applied_once
                 await ledger.charge("o1", 1, 700, "cust")
         proxy.heal()
         assert proxy.stats["resets"] >= 1
-        # It was durable: the repeat is answered from the journal, nothing charged twice.
+        # It was durable before any repeat: the COMMIT reached the server.
+        durable = await ledger.payment("o1")
+        assert (durable.state, durable.amount_cents) == (PaymentState.CHARGED, 700)
+        # The repeat is answered from the journal, nothing charged twice.
         assert await ledger.charge("o1", 1, 700, "cust") == Answer(True)
         found = await ledger.payment("o1")
         assert (found.state, found.amount_cents) == (PaymentState.CHARGED, 700)
@@ -88,6 +91,8 @@ async def test_a_reserve_whose_commit_answer_is_lost_takes_its_stock_once(
             with pytest.raises(CommitOutcomeUnknown):
                 await ledger.reserve("o1", 1, [("prod_1", 4)])
         proxy.heal()
+        durable = await ledger.stock(["prod_1"])  # before any repeat: the COMMIT landed
+        assert (durable.available, durable.reserved) == ({"prod_1": 11}, {"prod_1": 4})
         assert await ledger.reserve("o1", 1, [("prod_1", 4)]) == Answer(True)
         view = await ledger.stock(["prod_1"])
         assert (view.available, view.reserved) == ({"prod_1": 11}, {"prod_1": 4})
