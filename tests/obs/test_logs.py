@@ -38,7 +38,7 @@ from services.common.faults import FaultPlan
 from services.common.server import start
 from services.main import spec_for
 from tests.services.helpers import settings_for
-from tests.support.procs import base_env, free_port, grpc_serving, tcp_open
+from tests.support.procs import base_env, free_port, grpc_serving, http_ok, tcp_open
 
 TRACE = "5b8efff798038103d269b633813fc60c"
 
@@ -146,7 +146,9 @@ def test_every_process_of_saga_up_writes_json_lines_naming_itself(tmp_path: Path
     try:
         deadline_ok = wait_until(
             lambda: (
-                tcp_open("127.0.0.1", ports["http"])
+                # The gateway's socket listens before its process is ready (and has set
+                # its signal handlers): an answer from /healthz is what says it is.
+                http_ok(f"http://127.0.0.1:{ports['http']}/healthz")
                 and tcp_open("127.0.0.1", ports["recovery"])
                 and all(
                     grpc_serving(f"127.0.0.1:{ports[n]}") for n in ("order", "payment", "inventory")
