@@ -39,18 +39,22 @@ def current_trace_id() -> str | None:
     return f"{ctx.trace_id:032x}" if ctx.is_valid else None
 
 
+def _stored_trace_id(record: SagaRecord) -> int | None:
+    """The trace id stored with the saga; None when none was stored or it is unreadable."""
+    if record.trace_id is None:
+        return None
+    try:
+        return int(record.trace_id, 16)
+    except ValueError:
+        return None
+
+
 def _saga_parent(record: SagaRecord) -> otel_context.Context | None:
     """The context to parent this saga's spans on: the live one when it is already the
     saga's trace (the creating request, in the gateway), else a remote parent with the
     stored trace id (any later owner)."""
-    current = trace.get_current_span().get_span_context()
-    if record.trace_id is None:
-        return None
-    if current.is_valid and f"{current.trace_id:032x}" == record.trace_id:
-        return None
-    try:
-        trace_id = int(record.trace_id, 16)
-    except ValueError:
+    trace_id = _stored_trace_id(record)
+    if trace_id is None or trace_id == trace_id_of(None):
         return None
     # A stable span id per saga: every resumption hangs off the same (virtual) parent.
     span_id = int.from_bytes(hashlib.sha256(record.id.encode()).digest()[:8], "big") or 1
@@ -94,11 +98,9 @@ def trace_id_of(context: otel_context.Context | None) -> int | None:
 def _saga_trace_id(record: SagaRecord) -> int | None:
     """The trace an attempt's span belongs to, as the SDK would choose: the saga's
     stored one, else the live one (the creating request's), else (None) a new one."""
-    if record.trace_id is not None:
-        try:
-            return int(record.trace_id, 16) or None  # all zeros is no trace: a new one
-        except ValueError:
-            pass  # unreadable: as though none was stored
+    stored = _stored_trace_id(record)
+    if stored is not None:
+        return stored or None  # all zeros is no trace: a new one
     return trace_id_of(None)
 
 

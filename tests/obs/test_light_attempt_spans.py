@@ -4,6 +4,7 @@ while the step runs (what `traceparent` carries), and the caller's context back 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -40,6 +41,7 @@ def _record(trace_id: str | None) -> SagaRecord:
     )
 
 
+@contextlib.contextmanager
 def _live_span() -> Iterator[None]:
     span = NonRecordingSpan(SpanContext(LIVE, 0x00F067AA0BA902B7, is_remote=False))
     token = otel_context.attach(trace.set_span_in_context(span))
@@ -76,9 +78,7 @@ def test_light_spans_carry_the_trace_the_sdk_would(
 ) -> None:
     sdk, light = both
     record = _record(stored)
-    around = _live_span() if live else iter([None])
-    next(around)
-    try:
+    with _live_span() if live else contextlib.nullcontext():
         before = trace.get_current_span()
         for hooks in (sdk, light):
             trace_id, inside = _attempt(hooks, record)
@@ -86,8 +86,6 @@ def test_light_spans_carry_the_trace_the_sdk_would(
             assert f"{inside.trace_id:032x}" == expected
             assert inside.is_valid and not inside.trace_flags.sampled
             assert trace.get_current_span() is before  # the caller's context is back
-    finally:
-        next(around, None)
 
 
 def test_each_light_attempt_has_its_own_span_and_no_trace_means_a_new_one(
