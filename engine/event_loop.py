@@ -10,7 +10,7 @@ call and saga step allocates hundreds of short-lived objects, and with CPython's
 thresholds a young collection ran every 700 of them and walked the survivors each time:
 the collector was the gateway's largest single cost after the interpreter itself. Now
 the objects alive at start-up (modules, classes, protobuf descriptors) are frozen out of
-every collection, and a young collection waits for `YOUNG_THRESHOLD` allocations. Garbage
+every collection, and a young collection waits for `_YOUNG_THRESHOLD` allocations. Garbage
 without cycles is still freed at once by reference counting; cycles wait a little longer,
 a few megabytes at most.
 """
@@ -24,23 +24,23 @@ from typing import Any, Final, TypeVar
 
 import uvloop
 
-__all__ = ["YOUNG_THRESHOLD", "run", "tune_gc"]
+__all__ = ["run"]
 
 T = TypeVar("T")
 
-YOUNG_THRESHOLD: Final = 50_000  # allocations between young collections (CPython: 700)
+_YOUNG_THRESHOLD: Final = 50_000  # allocations between young collections (CPython: 700)
 _OLDER_THRESHOLDS: Final = (20, 100)  # young and middle collections before the next older
 
 
-def tune_gc() -> None:
+def _tune_gc() -> None:
     """Freeze what is alive now out of the collector's walks and space collections out
     (see the module)."""
     gc.freeze()  # start-up leaves next to no garbage: a collection first frees ~nothing
-    gc.set_threshold(YOUNG_THRESHOLD, *_OLDER_THRESHOLDS)
+    gc.set_threshold(_YOUNG_THRESHOLD, *_OLDER_THRESHOLDS)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run(main)` on a fresh uvloop event loop, with the collector tuned."""
-    tune_gc()
+    _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
