@@ -70,6 +70,14 @@ _LOG_FLAGS: Final = {
     help="No open-loop run at 80% of each durable log's closed-loop rate.",
 )
 @click.option(
+    "--open-share",
+    "open_shares",
+    type=click.FloatRange(0, 1, min_open=True),
+    multiple=True,
+    help="Share of the closed-loop rate the open loop offers; repeat for several, e.g. "
+    "0.2 0.4 0.6 0.8 for the 201's latency against load (default 0.8).",
+)
+@click.option(
     "--ceiling-concurrency",
     type=click.IntRange(1),
     help="Sagas in flight in the ceiling (default 256, the gateway's runner capacity).",
@@ -93,6 +101,7 @@ def e2e(
     no_daemon: bool,
     no_ceiling: bool,
     no_open_loop: bool,
+    open_shares: tuple[float, ...],
     ceiling_concurrency: int | None,
     no_chart: bool,
     out: Path,
@@ -125,6 +134,7 @@ def e2e(
         daemon=not no_daemon,
         ceiling=not no_ceiling,
         open_loop=not no_open_loop,
+        open_shares=tuple(sorted(set(open_shares))) or settings.open_shares,
         ceiling_concurrency=ceiling_concurrency or settings.ceiling_concurrency,
         chart=not no_chart,
         out=out,
@@ -137,6 +147,8 @@ def e2e(
     flags += [f"--ceiling-concurrency {settings.ceiling_concurrency}"] if settings.ceiling else []
     flags += [] if settings.ceiling else ["--no-ceiling"]
     flags += [] if settings.open_loop else ["--no-open-loop"]
+    if settings.open_loop and settings.open_shares != E2eSettings().open_shares:
+        flags += [f"--open-share {share:g}" for share in settings.open_shares]
     if settings.backends != E2eSettings().backends:
         flags += [f"--backend {_LOG_FLAGS[b]}" for b in settings.backends]
     if set(settings.clients) != set(Client):
