@@ -84,13 +84,19 @@ class WatchedLog:
     # ---- the saga path, watched --------------------------------------------------------
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         result = await self.inner.create(
-            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms
+            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms, first=first
         )
         if result.created:
-            self.written += 1  # CREATED
+            self.written += 1 + len(first)  # CREATED and what came with it
         return result
 
     async def append(

@@ -89,7 +89,13 @@ class MemorySagaLog:
             )
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         key = new.idempotency_key
         existing = None if key is None else await self.get_by_key(key)
@@ -114,7 +120,7 @@ class MemorySagaLog:
         )
         entry = _Entry(self._next_seq, record)
         self._next_seq += 1
-        self._append(entry, [Transition("", Phase.CREATED, 1, None, new.trace_id)], now_ms)
+        self._append(entry, [Transition("", Phase.CREATED, 1, None, new.trace_id), *first], now_ms)
         self._by_id[new.id] = entry
         self._track(entry)
         if new.idempotency_key is not None:

@@ -325,10 +325,16 @@ class PgSagaLog:
     # ---- writes --------------------------------------------------------------------------
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         return await self._commits.create(
-            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms
+            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms, first=first
         )
 
     async def append(

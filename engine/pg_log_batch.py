@@ -76,6 +76,7 @@ class _Create:
     owner: str | None
     lease_expires_ms: int
     now_ms: int
+    first: tuple[Transition, ...]  # written after CREATED, if created (SagaLog.create)
     waiter: asyncio.Future[CreateResult]
 
     @property
@@ -116,10 +117,16 @@ class GroupCommit:
     closed: bool = False
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         waiter: asyncio.Future[CreateResult] = asyncio.get_running_loop().create_future()
-        self._submit(_Create(new, owner, lease_expires_ms, now_ms, waiter))
+        self._submit(_Create(new, owner, lease_expires_ms, now_ms, tuple(first), waiter))
         return await waiter
 
     async def append(
@@ -240,6 +247,12 @@ async def _apply(conn: Conn, batch: list[_Op]) -> list[_Outcome]:
     outcomes: dict[int, _Outcome] = {}
     if creates:
         outcomes.update(await _creates(conn, creates))
+        # What a create brings with it (SagaLog.create's `first`) follows its CREATED in the
+        # same transaction, as a saga's own append at epoch 1, before any other append: a
+        # caller appends to a saga only once its create has answered.
+        firsts = [op for op in creates if op.first and _made(outcomes[id(op)])]
+        if firsts:
+            await _firsts(conn, firsts)
     if appends:
         outcomes.update(await _appends(conn, appends))
     return [outcomes[id(op)] for op in batch]
@@ -300,6 +313,23 @@ async def _creates(conn: Conn, ops: list[_Create]) -> dict[int, _Outcome]:
         except EngineError as exc:
             outcomes[id(op)] = (False, exc)
     return outcomes
+
+
+def _made(outcome: _Outcome) -> bool:
+    ok, value = outcome
+    return ok and isinstance(value, CreateResult) and value.created
+
+
+async def _firsts(conn: Conn, creates: list[_Create]) -> None:
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ops = [
+        _Append(op.new.id, 1, op.first, SagaStatus.RUNNING, None, op.now_ms, waiter)
+        for op in creates
+    ]
+    for ok, value in (await _appends(conn, ops)).values():
+        if not ok:  # cannot happen: each saga was inserted at epoch 1 by this transaction
+            assert isinstance(value, BaseException)
+            raise value
 
 
 def _customer(payload: bytes) -> str | None:

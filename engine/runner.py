@@ -119,6 +119,9 @@ class _Saga:
     state: SagaState
     pending: list[Transition] = field(default_factory=list)  # outcomes not yet durable
     in_call: bool = False
+    # The first step's intent, made durable with the saga (Runner._start_saga) and not yet
+    # in `state`: the first attempt takes it instead of committing one of its own.
+    made_intent: Transition | None = None
 
     @property
     def epoch(self) -> int:
@@ -149,6 +152,7 @@ class Runner:
         self._successors: dict[str, Takeover] = {}
         self._stopping = False
         self._reserved = 0  # slots promised to creates still writing (see _free)
+        self._first_steps: dict[str, str | None] = {}  # definition -> its first step's name
         self._admission = Admission()
         now_ms = self._clock.now_ms
         self._leases = LeaseHeartbeat(
@@ -265,6 +269,9 @@ class Runner:
             if waiting is not None:
                 raise Overloaded(waiting)
         now = self._clock.now_ms()
+        # A saga driven here has its first step's intent written with it: one commit fewer
+        # per saga, and the first call starts as soon as the 201 can be sent.
+        made = self._first_intent(new) if owned else None
         self._reserved += owned
         try:
             result = await self.log.create(
@@ -272,6 +279,7 @@ class Runner:
                 owner=self.settings.owner if owned else None,
                 lease_expires_ms=now + self._lease_ms,
                 now_ms=now,
+                first=() if made is None else (made,),
             )
         finally:
             self._reserved -= owned
@@ -284,8 +292,20 @@ class Runner:
             if queued:
                 self._pump.queued()
             else:
-                self._spawn(result.record, ())
+                self._spawn(result.record, (), made)
         return Started(result.record, result.created, queued and result.created)
+
+    def _first_intent(self, new: NewSaga) -> Transition | None:
+        """The intent a new saga's first attempt records, or None when it starts with no
+        call (a definition without steps). The same for every saga of a definition."""
+        if new.definition not in self._first_steps:
+            defn = self.definitions[new.definition]
+            nxt = decide(defn, fold(defn, ()))
+            self._first_steps[new.definition] = (
+                defn.steps[nxt.step].name if isinstance(nxt, Call) else None
+            )
+        step = self._first_steps[new.definition]
+        return None if step is None else Transition(step, Phase.INTENT, 1, None, new.trace_id)
 
     def adopt(self, takeover: Takeover) -> bool:
         """Drive a saga this runner has just claimed (the pump's and the daemon's road)."""
@@ -305,8 +325,15 @@ class Runner:
     def _lease_ms(self) -> int:
         return int(self.settings.lease_s * 1000)
 
-    def _spawn(self, record: SagaRecord, transitions: Sequence[Transition]) -> None:
-        task = asyncio.create_task(self._drive(record, transitions), name=f"saga-{record.id}")
+    def _spawn(
+        self,
+        record: SagaRecord,
+        transitions: Sequence[Transition],
+        made_intent: Transition | None = None,
+    ) -> None:
+        task = asyncio.create_task(
+            self._drive(record, transitions, made_intent), name=f"saga-{record.id}"
+        )
         self._tasks[record.id] = task
         self._hooks.inflight(len(self._tasks))
         saga_id = record.id
@@ -328,13 +355,18 @@ class Runner:
 
     # ---- the drive loop ------------------------------------------------------------------
 
-    async def _drive(self, record: SagaRecord, transitions: Sequence[Transition]) -> None:
+    async def _drive(
+        self,
+        record: SagaRecord,
+        transitions: Sequence[Transition],
+        made_intent: Transition | None = None,
+    ) -> None:
         SAGA_ID.set(record.id)  # this task's log lines name the saga
         defn = self.definitions.get(record.definition)
         try:
             if defn is None:
                 raise EngineError(f"unknown saga definition {record.definition!r}")
-            saga = _Saga(record, defn, fold(defn, transitions))
+            saga = _Saga(record, defn, fold(defn, transitions), made_intent=made_intent)
         except EngineError as exc:
             # Nothing here can drive it; claiming it again would loop for ever. Park it
             # where an operator will see it (a newer program may know what to do).
@@ -478,7 +510,12 @@ class Runner:
         record = saga.record
         with self._hooks.attempt(record, step.name, compensation, number) as trace_id:
             self._crash.hit(f"before_{prefix}intent", step.name)
-            await self._commit(saga, [Transition(step.name, intent_phase, number, None, trace_id)])
+            intent = Transition(step.name, intent_phase, number, None, trace_id)
+            made, saga.made_intent = saga.made_intent, None
+            if made is not None and _same_attempt(made, intent):
+                saga.state = evolve(saga.defn, saga.state, made)  # durable since the create
+            else:
+                await self._commit(saga, [intent])
             self._crash.hit(f"after_{prefix}intent", step.name)
             fn = step.compensation if compensation else step.action
             assert fn is not None
@@ -533,6 +570,10 @@ class Runner:
         self._hooks.attempt_finished(
             saga.defn.name, step.name, compensation, outcome, time.perf_counter() - started
         )
+
+
+def _same_attempt(a: Transition, b: Transition) -> bool:
+    return (a.step, a.phase, a.attempt) == (b.step, b.phase, b.attempt)
 
 
 def _describe(exc: BaseException) -> str:

@@ -260,13 +260,22 @@ class SagaLog(Protocol):
     def clock(self) -> Clock: ...
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         """Make a saga durable with its CREATED transition, owned by `owner` at epoch 1.
 
         `owner=None` queues it for any runner with spare capacity (lease_expires_ms is then
         ignored). An existing idempotency key returns that saga (`created=False`) when the
         payload is the same, and raises IdempotencyKeyReused when it differs.
+
+        `first`: transitions that follow CREATED in the same commit, written only if the
+        saga is created here (the runner's intent of its first step: one commit, not two).
         """
         ...
 

@@ -532,7 +532,13 @@ class SqliteSagaLog:
     # ---- writes --------------------------------------------------------------------------
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         def unit(conn: apsw.Connection) -> CreateResult:
             if new.idempotency_key is not None:
@@ -543,7 +549,7 @@ class SqliteSagaLog:
             seq = conn.execute(
                 "INSERT INTO sagas (id, definition, status, payload, payload_digest, "
                 "idempotency_key, owner, lease_expires_ms, epoch, trace_id, last_n, "
-                "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 1, ?, ?) "
+                "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?) "
                 "RETURNING seq",
                 (
                     new.id,
@@ -555,6 +561,7 @@ class SqliteSagaLog:
                     owner,
                     lease,
                     new.trace_id,
+                    1 + len(first),
                     now_ms,
                     now_ms,
                 ),
@@ -564,7 +571,7 @@ class SqliteSagaLog:
                 conn,
                 int(seq[0]),
                 0,
-                [Transition("", Phase.CREATED, 1, None, new.trace_id)],
+                [Transition("", Phase.CREATED, 1, None, new.trace_id), *first],
                 now_ms,
             )
             record = SagaRecord(

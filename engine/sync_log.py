@@ -103,10 +103,18 @@ class SyncSagaLog:
     # ---- the port, forwarded to the log's loop -------------------------------------------
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         return await self._forward(
-            self.inner.create(new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms)
+            self.inner.create(
+                new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms, first=first
+            )
         )
 
     async def append(

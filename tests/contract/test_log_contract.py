@@ -64,6 +64,36 @@ async def test_create_then_read(log: SagaLog) -> None:
     assert await log.transitions("nope") == []
 
 
+async def test_a_create_writes_what_it_brings_after_created_and_only_if_it_creates(
+    log: SagaLog,
+) -> None:
+    intent = Transition("s0", Phase.INTENT, 1, None, "ab" * 16)
+    made = await asyncio.gather(
+        *(
+            log.create(new(i, f"k{i}"), owner="a", lease_expires_ms=NOW, now_ms=NOW, first=[intent])
+            for i in range(5)
+        )
+    )  # several in one group commit, where the adapter batches
+    assert all(r.created for r in made)
+    for i in range(5):
+        ts = await log.transitions(f"saga-{i}")
+        assert [(t.step, t.phase, t.attempt, t.seq) for t in ts] == [
+            ("", Phase.CREATED, 1, 1),
+            ("s0", Phase.INTENT, 1, 2),
+        ]
+        assert ts[1].trace_id == "ab" * 16
+    # The next append numbers on from it, at the saga's epoch 1.
+    done = Transition("s0", Phase.DONE, 1)
+    await log.append("saga-0", 1, [done], status=SagaStatus.RUNNING, reason=None, now_ms=NOW)
+    assert [t.seq for t in await log.transitions("saga-0")] == [1, 2, 3]
+    # A replay of the key writes nothing of it.
+    again = await log.create(
+        new(9, "k0"), owner="b", lease_expires_ms=NOW, now_ms=NOW, first=[intent]
+    )
+    assert not again.created and again.record.id == "saga-0"
+    assert len(await log.transitions("saga-0")) == 3
+
+
 async def test_same_key_same_payload_is_the_same_saga(log: SagaLog) -> None:
     first = await log.create(new(1, "k"), owner="a", lease_expires_ms=NOW, now_ms=NOW)
     again = await log.create(new(2, "k"), owner="b", lease_expires_ms=NOW, now_ms=NOW)

@@ -113,6 +113,46 @@ async def test_success_applies_each_effect_once(log: SagaLog, world: World) -> N
     ]
 
 
+async def test_a_saga_driven_here_is_created_with_its_first_intent_in_one_commit(
+    tmp_path: Path, world: World
+) -> None:
+    commits: list[int] = []
+    log = SqliteSagaLog.open(DbConfig(tmp_path / "saga.db"), on_batch=lambda b: commits.append(1))
+    try:
+        h = harness(log, world)
+        before = len(commits)
+        rec = await h.run()
+        assert rec.status is SagaStatus.COMPLETED
+        world.check(h.defn, "s-1", rec.status)
+        # The creation with s0's intent, then one per step: its outcome with the next
+        # step's intent, the last one's with the saga's end.
+        assert len(commits) - before == 1 + len(h.defn.steps)
+        ts = await log.transitions("s-1")
+        assert [(t.step, t.phase, t.attempt) for t in ts[:3]] == [
+            ("", Phase.CREATED, 1),
+            ("s0", Phase.INTENT, 1),
+            ("s0", Phase.DONE, 1),
+        ]
+    finally:
+        await log.close()
+
+
+async def test_a_first_step_that_fails_numbers_its_attempts_after_the_one_made_with_the_saga(
+    log: SagaLog, world: World
+) -> None:
+    world.faults = Faults(fail_before={"s0": 2})
+    h = harness(log, world)
+    rec = await h.run()
+    assert rec.status is SagaStatus.COMPLETED
+    world.check(h.defn, "s-1", rec.status)
+    s0 = [(t.phase, t.attempt) for t in await log.transitions("s-1") if t.step == "s0"]
+    assert s0 == [
+        (Phase.INTENT, 1), (Phase.ERROR, 1),
+        (Phase.INTENT, 2), (Phase.ERROR, 2),
+        (Phase.INTENT, 3), (Phase.DONE, 3),
+    ]  # fmt: skip
+
+
 async def test_refusal_compensates_what_was_done(log: SagaLog, world: World) -> None:
     world.faults = Faults(refuse={"s2"})
     h = harness(log, world)
@@ -461,6 +501,13 @@ async def test_new_sagas_queue_behind_waiting_ones_instead_of_overtaking(log: Sa
         assert rec is not None and rec.status is SagaStatus.COMPLETED
     claimed = [(await log.transitions(s))[1].at_ms for s in ("waiting", "late")]
     assert claimed == sorted(claimed)
+    # Only the saga driven at once came with its first intent; a queued one waited bare.
+    phases = [t.phase for t in await log.transitions("first")][:2]
+    assert phases == [Phase.CREATED, Phase.INTENT]
+    assert [t.phase for t in await log.transitions("waiting")][:2] == [
+        Phase.CREATED,
+        Phase.CLAIMED,
+    ]
     await runner.stop()
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from engine.core import Transition
 from engine.memory_log import MemorySagaLog
 from engine.saga_log import CreateResult, NewSaga, SagaFilter, SagaRecord
 from orders.model import ORDER_SAGA
@@ -411,12 +413,18 @@ class SlowLog(MemorySagaLog):
         self.proceed = asyncio.Event()
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         self.entered.set()
         await self.proceed.wait()
         return await super().create(
-            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms
+            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms, first=first
         )
 
 

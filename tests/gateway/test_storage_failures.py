@@ -8,13 +8,14 @@ import contextlib
 import errno
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import apsw
 import pytest
 
+from engine.core import Transition
 from engine.errors import StorageError, StorageFault
 from engine.memory_log import MemorySagaLog
 from engine.saga_log import CreateResult, NewSaga, SagaFilter
@@ -31,12 +32,18 @@ class FullLog(MemorySagaLog):
     full = True
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         if self.full:
             raise StorageError(StorageFault.FULL, "saga.db: the disk holding the database is full")
         return await super().create(
-            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms
+            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms, first=first
         )
 
 
