@@ -128,10 +128,16 @@ class RecordingLog(SqliteSagaLog):
             raise
 
     async def create(
-        self, new: NewSaga, *, owner: str | None, lease_expires_ms: int, now_ms: int
+        self,
+        new: NewSaga,
+        *,
+        owner: str | None,
+        lease_expires_ms: int,
+        now_ms: int,
+        first: Sequence[Transition] = (),
     ) -> CreateResult:
         result = await super().create(
-            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms
+            new, owner=owner, lease_expires_ms=lease_expires_ms, now_ms=now_ms, first=first
         )
         if self.recorder is not None:
             self.recorder.acks.append(Created(result.record.id, new.idempotency_key))
