@@ -154,7 +154,11 @@ async def _serve(settings: GatewaySettings, crash: CrashPoints, sock: socket.soc
                 flush=True,
             )
             await server.serve(sockets=[sock])
-            log.info("stopping: draining sagas in flight (up to %.1fs)", settings.drive.drain_s)
+            if boot.done() and not boot.cancelled() and boot.exception() is not None:
+                # Nothing was taken, so nothing drains: the error is the CLI's one line.
+                log.info("stopping: the saga log cannot be used")
+            else:
+                log.info("stopping: draining sagas in flight (up to %.1fs)", settings.drive.drain_s)
     finally:
         for signum, handler in previous.items():
             with contextlib.suppress(ValueError, TypeError):

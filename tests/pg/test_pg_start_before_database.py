@@ -199,6 +199,7 @@ def test_a_database_that_turns_out_missing_once_up_ends_the_wait(tmp_path: Path)
                 errors = [line for line in out.splitlines() if line.startswith("saga: error:")]
                 assert len(errors) == 1, out
                 assert "no_such_db" in errors[0]
+                assert "draining" not in out  # it took nothing: nothing drains
                 assert "Traceback" not in out
                 assert SECRET not in out
         finally:
