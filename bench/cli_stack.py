@@ -292,6 +292,11 @@ def scale(
     is_flag=True,
     help="Skip the kill -9 half (each orchestrator SIGKILLed mid-load and restarted).",
 )
+@click.option(
+    "--no-redis",
+    is_flag=True,
+    help="This project's gateway without its Redis idempotency cache, as `saga up` runs it.",
+)
 @out_option("peers")
 @data_dir_option
 @click.pass_context
@@ -304,6 +309,7 @@ def peers(
     no_install: bool,
     restate_server: Path | None,
     no_kill: bool,
+    no_redis: bool,
     out: Path,
     data_dir: Path | None,
 ) -> None:
@@ -319,11 +325,13 @@ def peers(
         install_wrk=not no_install,
         restate_given=str(restate_server) if restate_server else None,
         kill=not no_kill,
+        redis=not no_redis,
         out=out,
         data_dir=data_dir,
     )
     flags = [f"--reps {settings.reps}", f"-c {settings.concurrency}"]
     flags += [f"--duration {settings.duration_s:g}"] + ([] if settings.kill else ["--no-kill"])
+    flags += [] if settings.redis else ["--no-redis"]
     settings = replace(settings, command=" ".join([ctx.command_path, *flags]))
     report = run(settings, progress)
     echo_report(report.markdown, report.files)

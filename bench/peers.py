@@ -3,9 +3,9 @@ same load generator at the same concurrency, on this project's stack and on DBOS
 Transact (bench/peer_dbos.py), interleaved repetitions, every process fresh each time.
 
 What each is given (the report repeats it):
-- saga: `saga gateway` (uvicorn, its defaults), `saga recovery` beside it, a private
-  Redis as the idempotency cache, the saga log in SQLite (WAL, synchronous=FULL): as
-  `saga up` runs it;
+- saga: `saga gateway` (uvicorn, its defaults), `saga recovery` beside it, the saga log
+  in SQLite (WAL, synchronous=FULL), as `saga up` runs them, plus a private Redis as the
+  idempotency cache unless `redis` is off (`saga up` starts none);
 - DBOS 3.4.0: one process, FastAPI on uvicorn, `start_workflow_async` in the route, the
   idempotency key as the workflow ID, the saga's steps as DBOS steps (6 attempts, 50 ms
   doubling), its system database in SQLite put in WAL mode, synchronous=FULL (SQLite's
@@ -58,9 +58,15 @@ class Peer(StrEnum):
     RESTATE = "Restate"
 
 
+_SAGA_ALONE: Final = "saga, no Redis"  # GIVEN's key for Peer.SAGA with `redis` off
+
+
 GIVEN: Final = {
     Peer.SAGA: "`saga gateway` + `saga recovery` + a private Redis (idempotency cache); "
     "saga log in SQLite, WAL, synchronous=FULL",
+    # With `--no-redis`: as `saga up` runs it.
+    _SAGA_ALONE: "`saga gateway` + `saga recovery`, no Redis (as `saga up` runs them: the "
+    "log's own key is the idempotency check); saga log in SQLite, WAL, synchronous=FULL",
     Peer.DBOS: "one process: FastAPI on uvicorn, `start_workflow_async` in the route, the "
     "idempotency key as the workflow ID, each saga step a DBOS step (6 attempts, 50 ms "
     "doubling); system database in SQLite, WAL, synchronous=FULL",
@@ -82,6 +88,7 @@ class PeersSettings:
     restate_server: str | None = None  # the binary (run finds it: --restate-server or PATH)
     restate_given: str | None = None  # --restate-server
     install_wrk: bool = True
+    redis: bool = True  # this project's gateway with a private Redis (--no-redis: none)
     kill: bool = True  # the kill -9 half too (bench/peers_kill.py)
     kill_concurrency: int = 16  # its load's threads, each retrying its key until acked
     out: Path = Path("bench/out")
@@ -166,11 +173,19 @@ def _start(peer: Peer, stack: BenchStack, settings: PeersSettings) -> Orchestrat
     return start_restate(stack, settings.restate_server)
 
 
+def _redis(peer: Peer, settings: PeersSettings) -> bool:
+    return peer is Peer.SAGA and settings.redis
+
+
+def _given(peer: Peer, settings: PeersSettings) -> str:
+    return GIVEN[_SAGA_ALONE if peer is Peer.SAGA and not settings.redis else peer]
+
+
 def _measure_kill(peer: Peer, rep: int, settings: PeersSettings) -> KillRun:
     """The kill -9 half (bench/peers_kill.py) on fresh processes."""
     with tempfile.TemporaryDirectory(prefix="saga-peers-", dir=settings.data_dir) as tmp:
         try:
-            with BenchStack(Path(tmp), redis=peer is Peer.SAGA) as stack:
+            with BenchStack(Path(tmp), redis=_redis(peer, settings)) as stack:
                 peer_at = _start(peer, stack, settings)
                 try:
                     return measure_kill(
@@ -184,7 +199,7 @@ def _measure_kill(peer: Peer, rep: int, settings: PeersSettings) -> KillRun:
 
 def measure(peer: Peer, rep: int, settings: PeersSettings, root: Path, wrk: str | None) -> PeerRun:
     run = PeerRun(peer, rep)
-    with BenchStack(root, redis=peer is Peer.SAGA) as stack:
+    with BenchStack(root, redis=_redis(peer, settings)) as stack:
         peer_at = _start(peer, stack, settings)
         meter = CpuMeter(peer_at.procs)
         try:
@@ -302,7 +317,7 @@ def render(
         "",
         "What each peer was given:",
         "",
-        *(f"- {p.value}: {GIVEN[p]}." for p in settings.peers),
+        *(f"- {p.value}: {_given(p, settings)}." for p in settings.peers),
     ]
     if kills:
         parts += [

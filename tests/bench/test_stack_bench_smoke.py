@@ -239,6 +239,19 @@ def test_peers_quick_runs_the_saga_on_each_and_every_order_ends(tmp_path: Path) 
     assert len(kills) == len(expected)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("dbos") is None, reason="DBOS is not installed")
+def test_peers_without_redis_runs_the_saga_as_saga_up_does(tmp_path: Path) -> None:
+    _invoke("peers", "--quick", "--no-redis", "--no-kill", "--no-install", "--out", str(tmp_path))
+    markdown = (tmp_path / "peers.md").read_text(encoding="utf-8")
+    assert "--no-redis" in markdown  # the command that reproduces it
+    assert f"- {Peer.SAGA.value}: `saga gateway` + `saga recovery`, no Redis" in markdown
+    raw = json.loads((tmp_path / "peers.json").read_text(encoding="utf-8"))
+    (saga,) = [r for r in raw["runs"] if r.get("peer") == Peer.SAGA.value]
+    assert saga["error"] is None, saga
+    assert saga["orders"] >= saga["accepted"] > 0
+    assert saga["ended"] == {"CONFIRMED": saga["orders"]}
+
+
 def test_without_wrk_the_benchmark_says_so_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
