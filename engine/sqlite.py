@@ -250,6 +250,24 @@ def _busy_poller(timeout_ms: int) -> Callable[[int], bool]:
     return busy
 
 
+def _switch_to_wal(conn: apsw.Connection, timeout_ms: int) -> object:
+    """`PRAGMA journal_mode=wal`, tried again while it is BUSY, up to `timeout_ms`.
+
+    On a new file two processes opening it at once (`saga up`'s gateway and daemon, a
+    gateway's workers) both read it in rollback mode, and the switch needs the exclusive
+    lock. SQLite answers the second one BUSY at once, without its busy handler (waiting
+    there could deadlock on the other's shared lock); our connection holds no lock once
+    the statement ends, so trying again succeeds when the other's switch is done."""
+    began = time.monotonic()
+    while True:
+        try:
+            return conn.pragma("journal_mode", "wal")
+        except apsw.BusyError:
+            if (time.monotonic() - began) * 1000 >= timeout_ms:
+                raise
+            time.sleep(BUSY_POLL_S)
+
+
 def _connect(cfg: DbConfig, *, immutable: bool = False) -> apsw.Connection:
     with translated(cfg.path):
         name = str(cfg.path)
@@ -271,7 +289,7 @@ def _connect(cfg: DbConfig, *, immutable: bool = False) -> apsw.Connection:
         conn = apsw.Connection(name, flags=flags)
         conn.set_busy_handler(_busy_poller(cfg.busy_timeout_ms))
         if not cfg.readonly:
-            mode = conn.pragma("journal_mode", "wal")
+            mode = _switch_to_wal(conn, cfg.busy_timeout_ms)
             if str(mode).lower() != "wal":
                 raise StorageError(
                     StorageFault.IO,
