@@ -258,14 +258,15 @@ def _switch_to_wal(conn: apsw.Connection, timeout_ms: int) -> object:
     lock. SQLite answers the second one BUSY at once, without its busy handler (waiting
     there could deadlock on the other's shared lock); our connection holds no lock once
     the statement ends, so trying again succeeds when the other's switch is done."""
-    began = time.monotonic()
+    wait = _busy_poller(timeout_ms)  # the same pace and limit as any other wait for a lock
+    tries = 0
     while True:
         try:
             return conn.pragma("journal_mode", "wal")
         except apsw.BusyError:
-            if (time.monotonic() - began) * 1000 >= timeout_ms:
+            if not wait(tries):
                 raise
-            time.sleep(BUSY_POLL_S)
+            tries += 1
 
 
 def _connect(cfg: DbConfig, *, immutable: bool = False) -> apsw.Connection:

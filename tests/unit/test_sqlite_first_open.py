@@ -20,8 +20,8 @@ def _open(path: Path, barrier: Barrier) -> None:
 
 def test_processes_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
     # Each finds the new file in rollback mode and switches it to WAL; SQLite answers all
-    # but one of the switches BUSY at once, without the busy handler. Before that was
-    # retried, about one try in thirty failed with two processes.
+    # but one of the switches BUSY at once, without the busy handler (docs/architecture.md,
+    # One owner for SQLite).
     ctx = multiprocessing.get_context("fork")
     failed = []
     for i in range(TRIES):
