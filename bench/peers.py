@@ -58,15 +58,9 @@ class Peer(StrEnum):
     RESTATE = "Restate"
 
 
-_SAGA_ALONE: Final = "saga, no Redis"  # GIVEN's key for Peer.SAGA with `redis` off
-
-
-GIVEN: Final = {
+GIVEN: Final[dict[Peer, str]] = {
     Peer.SAGA: "`saga gateway` + `saga recovery` + a private Redis (idempotency cache); "
     "saga log in SQLite, WAL, synchronous=FULL",
-    # With `--no-redis`: as `saga up` runs it.
-    _SAGA_ALONE: "`saga gateway` + `saga recovery`, no Redis (as `saga up` runs them: the "
-    "log's own key is the idempotency check); saga log in SQLite, WAL, synchronous=FULL",
     Peer.DBOS: "one process: FastAPI on uvicorn, `start_workflow_async` in the route, the "
     "idempotency key as the workflow ID, each saga step a DBOS step (6 attempts, 50 ms "
     "doubling); system database in SQLite, WAL, synchronous=FULL",
@@ -77,6 +71,11 @@ GIVEN: Final = {
     "the ingress (`/OrderSaga/order/send` with an `idempotency-key`), answered 202 once "
     "durable",
 }
+# What Peer.SAGA is given with `redis` off (--no-redis): the stack as `saga up` runs it.
+SAGA_WITHOUT_REDIS: Final = (
+    "`saga gateway` + `saga recovery`, no Redis (as `saga up` runs them: the log's own key "
+    "is the idempotency check); saga log in SQLite, WAL, synchronous=FULL"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +177,7 @@ def _redis(peer: Peer, settings: PeersSettings) -> bool:
 
 
 def _given(peer: Peer, settings: PeersSettings) -> str:
-    return GIVEN[_SAGA_ALONE if peer is Peer.SAGA and not settings.redis else peer]
+    return GIVEN[peer] if peer is not Peer.SAGA or settings.redis else SAGA_WITHOUT_REDIS
 
 
 def _measure_kill(peer: Peer, rep: int, settings: PeersSettings) -> KillRun:
